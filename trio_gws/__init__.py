@@ -1,0 +1,47 @@
+"""trio-gws: an event-driven, RFC-strict WebSocket server and client for Trio.
+
+The Python port of Go's gws: one ``EventHandler`` interface, one ``Conn``, every option
+in one ``Config``. See DESIGN.md and the README for the contract.
+"""
+
+from ._config import Config
+from ._conn import Conn
+from ._errors import (
+    ConnectionClosedError,
+    HandlerError,
+    HandshakeError,
+    InvalidTextError,
+    MessageTooLargeError,
+    ProtocolError,
+    WebSocketError,
+    WebSocketTimeoutError,
+)
+from ._handler import EventHandler
+from ._handshake import Rejection, Request
+from ._http import Headers
+from ._server import Upgrader, serve
+from ._types import CloseCode, Message, Opcode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CloseCode",
+    "Config",
+    "Conn",
+    "ConnectionClosedError",
+    "EventHandler",
+    "HandlerError",
+    "HandshakeError",
+    "Headers",
+    "InvalidTextError",
+    "Message",
+    "MessageTooLargeError",
+    "Opcode",
+    "ProtocolError",
+    "Rejection",
+    "Request",
+    "Upgrader",
+    "WebSocketError",
+    "WebSocketTimeoutError",
+    "serve",
+]

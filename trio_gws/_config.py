@@ -1,0 +1,90 @@
+"""``Config``: every option of a server or client in one plain object (as gws's Option)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from ._handshake import Request, Rejection
+
+#: ``authorize(request, session)`` returns True to accept, False to reject with 403, or a
+#: ``Rejection`` to choose the status, headers and body; it may be sync or async.
+AuthorizeResult = Union[bool, "Rejection", None]
+Authorize = Callable[
+    ["Request", MutableMapping[str, object]],
+    Union[AuthorizeResult, Awaitable[AuthorizeResult]],
+]
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Config:
+    """Options shared by server and client; field names are gws's in snake_case.
+
+    Defaults are strict: text is validated, messages are capped at 16 MiB, every wait
+    is bounded.
+    """
+
+    # permessage-deflate (RFC 7692)
+    compress_enabled: bool = False
+    compress_level: int = 1
+    compress_threshold: int = 512
+    server_context_takeover: bool = True
+    client_context_takeover: bool = True
+    server_max_window_bits: int = 15
+    client_max_window_bits: int = 15
+
+    # reading
+    check_text_encoding: bool = True
+    max_content_length: int = 16 * MiB
+    read_buffer_size: int = 64 * 1024
+
+    # opening handshake limits
+    max_request_line: int = 8 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_header_count: int = 100
+
+    # time bounds (seconds)
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
+
+    # writing and concurrency
+    write_queue_size: int = 1024
+    parallel_enabled: bool = False
+    parallel_limit: int = 8
+
+    # handshake policy
+    subprotocols: Sequence[str] = ()
+    response_header: Mapping[str, str] | Sequence[tuple[str, str]] = field(
+        default_factory=dict
+    )
+    authorize: Authorize | None = None
+
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("trio_gws"))
+
+    def __post_init__(self) -> None:
+        if self.max_content_length <= 0:
+            raise ValueError("max_content_length must be positive")
+        if self.read_buffer_size < 1024:
+            raise ValueError("read_buffer_size must be at least 1024")
+        for name in ("server_max_window_bits", "client_max_window_bits"):
+            bits = getattr(self, name)
+            if not 8 <= bits <= 15:
+                raise ValueError(f"{name} must be between 8 and 15, got {bits}")
+        if not -1 <= self.compress_level <= 9:
+            raise ValueError("compress_level must be between -1 and 9")
+        if self.compress_threshold < 0:
+            raise ValueError("compress_threshold must not be negative")
+        if self.write_queue_size < 1:
+            raise ValueError("write_queue_size must be at least 1")
+        if self.parallel_limit < 1:
+            raise ValueError("parallel_limit must be at least 1")
+        for name in ("handshake_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")

@@ -1,0 +1,89 @@
+"""Exception hierarchy.
+
+Every error that ends a connection carries the close code it is sent with, so the
+connection layer never has to guess which code a failure deserves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class WebSocketError(Exception):
+    """Base class of every error raised by trio-gws."""
+
+
+class HandshakeError(WebSocketError):
+    """The opening handshake failed.
+
+    On the server side ``status``, ``headers`` and ``body`` describe the HTTP response
+    that was (or is to be) sent to the client; on the client side they describe the
+    response the server gave (``status`` 0 when there was no parsable response).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers: list[tuple[str, str]] = list(headers)
+        self.body = body
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke RFC 6455 (or RFC 7692); ``close_code`` is what we close with."""
+
+    close_code: int = 1002
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        if close_code is not None:
+            self.close_code = close_code
+
+
+class MessageTooLargeError(ProtocolError):
+    """A frame or message exceeded ``Config.max_content_length`` (close code 1009)."""
+
+    close_code = 1009
+
+
+class InvalidTextError(ProtocolError):
+    """A text message or close reason was not valid UTF-8 (close code 1007)."""
+
+    close_code = 1007
+
+
+class ConnectionClosedError(WebSocketError):
+    """The connection is closed (or closing) and cannot be written to.
+
+    ``code`` and ``reason`` are the close frame that ended it when one was received,
+    1006 and empty when the connection ended without a close frame.
+    """
+
+    def __init__(self, message: str, code: int = 1006, reason: bytes = b"") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class HandlerError(WebSocketError):
+    """An ``EventHandler`` callback raised; the original exception is ``__cause__``.
+
+    Reported through ``on_error``; the connection closes with 1011.
+    """
+
+    close_code = 1011
+
+
+class WebSocketTimeoutError(WebSocketError, TimeoutError):
+    """A bounded wait ran out: handshake, close handshake, keepalive or read deadline.
+
+    Also a builtin ``TimeoutError``, so generic timeout handling catches it.
+    """
+
+    close_code = 1011

@@ -1,0 +1,88 @@
+"""Frame encoding (RFC 6455 section 5.2) and the control-frame events of the reader.
+
+Encoding is one function that returns the complete frame as one bytes object, so the
+connection sends every frame with a single ``send_all`` and frames can never
+interleave.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ._mask import Buffer, apply_mask, new_mask_key
+from ._types import Opcode
+
+FIN = 0x80
+RSV1 = 0x40
+RSV2 = 0x20
+RSV3 = 0x10
+MASK_BIT = 0x80
+
+MAX_CONTROL_PAYLOAD = 125
+
+_pack_short = struct.Struct("!BB").pack
+_pack_medium = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
+
+
+def frame_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False,
+                 mask_key: bytes | None = None) -> bytes:
+    """The header of a frame: first byte, minimal length encoding, optional mask key."""
+    first = opcode | (FIN if fin else 0) | (RSV1 if rsv1 else 0)
+    mask_flag = MASK_BIT if mask_key is not None else 0
+    if length < 126:
+        header = _pack_short(first, mask_flag | length)
+    elif length < 0x10000:
+        header = _pack_medium(first, mask_flag | 126, length)
+    else:
+        header = _pack_long(first, mask_flag | 127, length)
+    if mask_key is not None:
+        header += mask_key
+    return header
+
+
+def encode_frame(opcode: int, payload: Buffer, *, fin: bool = True, rsv1: bool = False,
+                 mask: bool = False) -> bytes:
+    """A whole frame as bytes; masked with a fresh random key when ``mask`` (client side)."""
+    if mask:
+        key = new_mask_key()
+        return frame_header(opcode, len(payload), fin=fin, rsv1=rsv1, mask_key=key) + apply_mask(
+            payload, key
+        )
+    return frame_header(opcode, len(payload), fin=fin, rsv1=rsv1) + payload
+
+
+def check_control_payload(opcode: Opcode, payload: Buffer) -> None:
+    """Control frames carry at most 125 bytes (section 5.5); say so before sending."""
+    if len(payload) > MAX_CONTROL_PAYLOAD:
+        raise ValueError(
+            f"{opcode.name} payload is {len(payload)} bytes, at most {MAX_CONTROL_PAYLOAD}"
+        )
+
+
+class Ping:
+    """A ping frame was received."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class Pong:
+    """A pong frame was received."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class CloseReceived:
+    """A valid close frame was received (code 1005 when it carried none)."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: bytes) -> None:
+        self.code = code
+        self.reason = reason

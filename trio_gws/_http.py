@@ -1,0 +1,141 @@
+"""Just enough HTTP/1.1 (RFC 9110/9112) for the opening handshake: heads, not bodies.
+
+The parser is strict and bounded: CRLF line endings, token header names, no obsolete
+line folding, no control characters in values, and explicit limits on the start
+line, the header block and the number of fields. Violations raise HandshakeError
+with the status a server should answer (400, 414 or 431).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from http import HTTPStatus
+
+from ._errors import HandshakeError
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class Headers:
+    """Header fields in arrival order, looked up case-insensitively."""
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] = {}
+        for name, value in items:
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+        self._index.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        values = self._index.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in arrival order."""
+        return list(self._index.get(name.lower(), ()))
+
+    def tokens(self, name: str) -> list[str]:
+        """Comma-separated list elements of every ``name`` field, lower-cased."""
+        return [
+            part.strip().lower()
+            for value in self._index.get(name.lower(), ())
+            for part in value.split(",")
+            if part.strip()
+        ]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def header_items(
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | Headers | None,
+) -> list[tuple[str, str]]:
+    """Normalise the ways users pass extra headers into a list of pairs, validated."""
+    if headers is None:
+        return []
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    for name, value in pairs:
+        if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
+            raise ValueError(f"invalid header name {name!r}")
+        if _BAD_VALUE_CHAR.search(value.encode("latin-1", "replace")):
+            raise ValueError(f"invalid character in value of header {name!r}")
+    return pairs
+
+
+def find_head_end(buf: bytes | bytearray, max_line: int, max_head: int) -> int:
+    """Index just past the blank line ending the head, or -1 when more data is needed.
+
+    Raises HandshakeError (414 or 431) as soon as the limits make completion impossible.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end >= 0:
+        end += 4
+        first_line = buf.find(b"\r\n")
+        if first_line > max_line:
+            raise HandshakeError("request line too long", status=414)
+        if end - first_line > max_head:
+            raise HandshakeError("request header fields too large", status=431)
+        return end
+    first_line = buf.find(b"\r\n")
+    if (first_line < 0 and len(buf) > max_line) or first_line > max_line:
+        raise HandshakeError("request line too long", status=414)
+    if len(buf) > max_line + max_head:
+        raise HandshakeError("request header fields too large", status=431)
+    return -1
+
+
+def parse_head(head: bytes, max_count: int) -> tuple[str, Headers]:
+    """Split a complete head (ending with the blank line) into start line and headers."""
+    block = head[:-4]
+    joined = block.replace(b"\r\n", b"")
+    if b"\r" in joined or b"\n" in joined:
+        raise HandshakeError("bare CR or LF in the HTTP head")
+    lines = block.split(b"\r\n")
+    start = lines[0]
+    if len(lines) - 1 > max_count:
+        raise HandshakeError(f"more than {max_count} header fields", status=431)
+    headers = Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            if line[:1] in (b" ", b"\t"):
+                raise HandshakeError("obsolete header line folding")
+            raise HandshakeError(f"malformed header line {line[:60]!r}")
+        value = value.strip(b" \t")
+        if _BAD_VALUE_CHAR.search(value):
+            raise HandshakeError(f"control character in header {name.decode('ascii')!r}")
+        headers.add(name.decode("ascii"), value.decode("latin-1"))
+    return start.decode("latin-1"), headers
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def build_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    lines = [start_line]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -1,0 +1,276 @@
+"""The inbound half of RFC 6455: bytes in, messages and control events out.
+
+``FrameReader`` is a pure state machine (no I/O): the connection feeds it whatever
+the transport delivered and iterates the events it can produce so far. It enforces
+every framing rule of section 5 and raises ``ProtocolError`` (carrying the close code)
+at the first violation, as early as the bytes allow:
+
+* oversized messages are refused from the frame header, before their payload is
+  buffered (compressed ones while inflating);
+* text is validated as it arrives, so invalid UTF-8 fails the connection without
+  waiting for the end of the frame or message;
+* payloads are consumed as they arrive, so a 16 MiB frame never sits twice in memory
+  and reassembly of many small fragments stays linear.
+
+The common case, a whole unfragmented frame already in the read buffer, takes a
+short path that creates no state besides the message itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Union
+
+from ._close import parse_close_payload
+from ._errors import MessageTooLargeError, ProtocolError
+from ._frames import CloseReceived, Ping, Pong
+from ._mask import apply_mask
+from ._types import Message, Opcode
+from ._utf8 import Utf8Validator, decode_text
+
+if TYPE_CHECKING:
+    from ._deflate import Decompressor
+
+Event = Union[Message, Ping, Pong, CloseReceived]
+
+_unpack_short = struct.Struct("!H").unpack_from
+_unpack_long = struct.Struct("!Q").unpack_from
+
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+
+
+class FrameReader:
+    """Parses frames, reassembles messages and checks them.
+
+    ``expect_masked`` is True on the server (clients must mask) and False on the
+    client (servers must not). After a close frame has been received, or after an
+    error, further input is ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        expect_masked: bool,
+        max_content_length: int,
+        check_text: bool = True,
+        decompressor: Decompressor | None = None,
+    ) -> None:
+        self._expect_masked = expect_masked
+        self._max = max_content_length
+        self._check_text = check_text
+        self._decompressor = decompressor
+        self._buf = bytearray()
+        self._done = False
+        # the data frame whose payload is being consumed
+        self._in_frame = False
+        self._frame_fin = False
+        self._frame_left = 0
+        self._frame_offset = 0
+        self._mask_key: bytes | None = None
+        # the message being reassembled (None: between messages)
+        self._msg_opcode: Opcode | None = None
+        self._msg_compressed = False
+        self._msg_parts = bytearray()
+        self._msg_size = 0
+        self._validator: Utf8Validator | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed by a frame."""
+        return len(self._buf)
+
+    def receive(self, data: bytes | bytearray) -> Iterator[Event]:
+        """Feed ``data`` and yield every event it completes, in wire order."""
+        if self._done:
+            return
+        if self._buf:
+            self._buf += data
+            view: bytes | bytearray = self._buf
+        else:
+            view = data
+        try:
+            pos = yield from self._parse(view)
+        except ProtocolError:
+            self._done = True
+            self._buf = bytearray()
+            raise
+        if self._done:
+            self._buf = bytearray()
+        elif view is self._buf:
+            del self._buf[:pos]
+        elif pos < len(view):
+            self._buf = bytearray(view[pos:])
+
+    def _parse(self, view: bytes | bytearray) -> Iterator[Event]:
+        """Generator over ``view``; returns how many bytes it consumed."""
+        pos = 0
+        end = len(view)
+        while True:
+            if not self._in_frame:
+                avail = end - pos
+                if avail < 2:
+                    return pos
+                b0 = view[pos]
+                b1 = view[pos + 1]
+                length = b1 & 0x7F
+                header_len = 2
+                if length == 126:
+                    if avail < 4:
+                        return pos
+                    (length,) = _unpack_short(view, pos + 2)
+                    header_len = 4
+                elif length == 127:
+                    if avail < 10:
+                        return pos
+                    (length,) = _unpack_long(view, pos + 2)
+                    header_len = 10
+                    if length >> 63:
+                        raise ProtocolError("64-bit payload length has its top bit set")
+                masked = bool(b1 & 0x80)
+                if masked:
+                    header_len += 4
+                if avail < header_len:
+                    return pos
+                if masked != self._expect_masked:
+                    raise ProtocolError(
+                        "client frame is not masked" if self._expect_masked
+                        else "server frame is masked"
+                    )
+                if b0 & 0x30:
+                    raise ProtocolError("reserved bits RSV2/RSV3 set without an extension")
+                opcode = b0 & 0x0F
+                fin = bool(b0 & 0x80)
+                rsv1 = bool(b0 & 0x40)
+                key = bytes(view[pos + header_len - 4:pos + header_len]) if masked else None
+
+                if opcode >= 0x8:
+                    if opcode > 0xA:
+                        raise ProtocolError(f"unknown control opcode {opcode:#x}")
+                    if not fin:
+                        raise ProtocolError("fragmented control frame")
+                    if length > 125:
+                        raise ProtocolError(f"control frame payload of {length} bytes")
+                    if rsv1:
+                        raise ProtocolError("RSV1 set on a control frame")
+                    if avail < header_len + length:
+                        return pos
+                    start = pos + header_len
+                    payload = bytes(view[start:start + length])
+                    if key is not None:
+                        payload = apply_mask(payload, key)
+                    pos = start + length
+                    yield self._control_event(opcode, payload)
+                    if self._done:
+                        return end
+                    continue
+
+                if opcode == 0x0:
+                    if self._msg_opcode is None:
+                        raise ProtocolError("continuation frame with no message to continue")
+                    if rsv1:
+                        raise ProtocolError("RSV1 set on a continuation frame")
+                    compressed = self._msg_compressed
+                elif opcode == 0x1 or opcode == 0x2:
+                    if self._msg_opcode is not None:
+                        raise ProtocolError("new data frame inside a fragmented message")
+                    if rsv1 and self._decompressor is None:
+                        raise ProtocolError("RSV1 set without a negotiated extension")
+                    compressed = rsv1
+                else:
+                    raise ProtocolError(f"unknown data opcode {opcode:#x}")
+
+                if not compressed and self._msg_size + length > self._max:
+                    raise MessageTooLargeError(
+                        f"message of more than {self._max} bytes "
+                        f"(frame of {length} after {self._msg_size})"
+                    )
+
+                start = pos + header_len
+                if opcode and fin and not compressed and avail >= header_len + length:
+                    # Short path: a whole unfragmented message is already here.
+                    payload = bytes(view[start:start + length])
+                    if key is not None:
+                        payload = apply_mask(payload, key)
+                    pos = start + length
+                    if opcode == 0x1:
+                        text = decode_text(payload) if self._check_text else None
+                        yield Message(_TEXT, payload, text)
+                    else:
+                        yield Message(_BINARY, payload)
+                    continue
+
+                if opcode:
+                    self._start_message(Opcode(opcode), compressed)
+                self._in_frame = True
+                self._frame_fin = fin
+                self._frame_left = length
+                self._frame_offset = 0
+                self._mask_key = key
+                pos = start
+
+            take = min(self._frame_left, end - pos)
+            if take:
+                chunk = bytes(view[pos:pos + take])
+                if self._mask_key is not None:
+                    chunk = apply_mask(chunk, self._mask_key, self._frame_offset)
+                pos += take
+                self._frame_offset += take
+                self._frame_left -= take
+                self._add_payload(chunk)
+            if self._frame_left:
+                return pos
+            self._in_frame = False
+            if self._frame_fin:
+                yield self._finish_message()
+
+    def _control_event(self, opcode: int, payload: bytes) -> Ping | Pong | CloseReceived:
+        if opcode == 0x9:
+            return Ping(payload)
+        if opcode == 0xA:
+            return Pong(payload)
+        code, reason = parse_close_payload(payload)
+        self._done = True
+        return CloseReceived(code, reason)
+
+    def _start_message(self, opcode: Opcode, compressed: bool) -> None:
+        self._msg_opcode = opcode
+        self._msg_compressed = compressed
+        self._msg_parts = bytearray()
+        self._msg_size = 0
+        if opcode == _TEXT and self._check_text:
+            self._validator = Utf8Validator()
+
+    def _add_payload(self, chunk: bytes) -> None:
+        if self._msg_compressed:
+            assert self._decompressor is not None
+            chunk = self._decompressor.feed(chunk)
+            if self._msg_size + len(chunk) > self._max:
+                raise MessageTooLargeError(f"message inflates past {self._max} bytes")
+        self._msg_size += len(chunk)
+        if self._validator is not None:
+            self._validator.feed(chunk)
+        self._msg_parts += chunk
+
+    def _finish_message(self) -> Message:
+        if self._msg_compressed:
+            assert self._decompressor is not None
+            tail = self._decompressor.finish()
+            if tail:
+                if self._msg_size + len(tail) > self._max:
+                    raise MessageTooLargeError(f"message inflates past {self._max} bytes")
+                self._msg_size += len(tail)
+                if self._validator is not None:
+                    self._validator.feed(tail)
+                self._msg_parts += tail
+        if self._validator is not None:
+            self._validator.feed(b"", final=True)
+            self._validator = None
+        assert self._msg_opcode is not None
+        message = Message(self._msg_opcode, bytes(self._msg_parts))
+        self._msg_opcode = None
+        self._msg_compressed = False
+        self._msg_parts = bytearray()
+        self._msg_size = 0
+        return message

@@ -1,0 +1,190 @@
+"""The server side: ``Upgrader`` (HTTP upgrade on any stream) and ``serve`` (TCP/TLS)."""
+
+from __future__ import annotations
+
+import inspect
+import ssl
+from collections.abc import MutableMapping
+from typing import Any
+
+import trio
+
+from ._config import Config
+from ._conn import Conn
+from ._errors import HandshakeError, WebSocketTimeoutError
+from ._handler import EventHandler
+from ._handshake import (
+    Rejection,
+    Request,
+    build_accept_response,
+    build_error_response,
+    check_request,
+    choose_subprotocol,
+    parse_request_line,
+)
+from ._http import find_head_end, header_items, parse_head
+
+#: How long we spend trying to deliver an HTTP error response to a client.
+_ERROR_RESPONSE_TIMEOUT = 1.0
+
+
+class Upgrader:
+    """Turns accepted streams into ``Conn`` objects (gws's Upgrader)."""
+
+    def __init__(self, handler: EventHandler, config: Config | None = None) -> None:
+        self.handler = handler
+        self.config = config if config is not None else Config()
+        self._extra_headers = header_items(self.config.response_header)
+
+    async def upgrade(self, stream: trio.abc.Stream) -> Conn:
+        """Run the server side of the opening handshake on ``stream``.
+
+        Bounded by ``handshake_timeout`` (TLS handshake included). On success returns the
+        ``Conn`` (run it with ``listen()``); on failure the client gets a real HTTP error
+        response, the stream is closed and HandshakeError (or WebSocketTimeoutError) is
+        raised.
+        """
+        config = self.config
+        try:
+            with trio.fail_after(config.handshake_timeout):
+                return await self._handshake(stream)
+        except trio.TooSlowError:
+            await self._reject(stream, HandshakeError("handshake timed out", status=408))
+            raise WebSocketTimeoutError(
+                f"opening handshake not finished within {config.handshake_timeout}s"
+            ) from None
+        except HandshakeError as exc:
+            await self._reject(stream, exc)
+            raise
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
+                ssl.SSLError) as exc:
+            await trio.aclose_forcefully(stream)
+            raise HandshakeError(f"transport failed during the handshake: {exc!r}",
+                                 status=0) from exc
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+    async def _handshake(self, stream: trio.abc.Stream) -> Conn:
+        config = self.config
+        buf = bytearray()
+        while True:
+            end = find_head_end(buf, config.max_request_line, config.max_header_bytes)
+            if end >= 0:
+                break
+            data = await stream.receive_some(config.read_buffer_size)
+            if not data:
+                raise HandshakeError("client closed the stream during the handshake", status=0)
+            buf += data
+        start_line, headers = parse_head(bytes(buf[:end]), config.max_header_count)
+        method, target = parse_request_line(start_line)
+        request = Request(method, target, headers)
+        key = check_request(request)
+
+        subprotocol = choose_subprotocol(headers, config.subprotocols)
+        deflate = None
+        extensions = None
+        if config.compress_enabled:
+            from ._deflate import negotiate_server
+
+            agreed = negotiate_server(headers.get_all("Sec-WebSocket-Extensions"), config)
+            if agreed is not None:
+                deflate, extensions = agreed
+
+        session: MutableMapping[str, Any] = {}
+        await self._authorize(request, session)
+
+        response = build_accept_response(key, subprotocol=subprotocol, extensions=extensions,
+                                         extra_headers=self._extra_headers)
+        await stream.send_all(response)
+        conn = Conn(stream, self.handler, config, is_server=True, request=request,
+                    subprotocol=subprotocol, deflate=deflate, leftover=bytes(buf[end:]))
+        conn.session = session
+        return conn
+
+    async def _authorize(self, request: Request, session: MutableMapping[str, Any]) -> None:
+        authorize = self.config.authorize
+        if authorize is None:
+            return
+        try:
+            verdict = authorize(request, session)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            self.config.logger.exception("authorize raised for %s", request.target)
+            raise HandshakeError(f"authorize raised {exc!r}", status=500,
+                                 body=b"internal server error") from exc
+        if verdict is None or verdict is True:
+            return
+        if verdict is False:
+            raise HandshakeError("authorize refused the request", status=403, body=b"forbidden")
+        if isinstance(verdict, Rejection):
+            body = verdict.body.encode("utf-8") if isinstance(verdict.body, str) else verdict.body
+            raise HandshakeError(f"authorize rejected the request with {verdict.status}",
+                                 status=verdict.status, headers=header_items(verdict.headers),
+                                 body=body)
+        raise HandshakeError(f"authorize returned {verdict!r}; expected bool or Rejection",
+                             status=500, body=b"internal server error")
+
+    async def _reject(self, stream: trio.abc.Stream, error: HandshakeError) -> None:
+        """Send the HTTP error response (bounded), then close the stream."""
+        if error.status:
+            body = error.body or (str(error) + "\n").encode("utf-8")
+            response = build_error_response(error.status, body, error.headers)
+            with trio.move_on_after(_ERROR_RESPONSE_TIMEOUT):
+                try:
+                    await stream.send_all(response)
+                    # Let the response reach the client before closing: half-close and
+                    # discard what it still sends, so the kernel does not answer with RST.
+                    send_eof = getattr(stream, "send_eof", None)
+                    if send_eof is not None:
+                        await send_eof()
+                        while await stream.receive_some(65536):
+                            pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
+                        ssl.SSLError, trio.BusyResourceError):
+                    pass
+        await trio.aclose_forcefully(stream)
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Handshake and run one connection; never raises (for ``trio.serve_listeners``)."""
+        try:
+            conn = await self.upgrade(stream)
+        except (HandshakeError, WebSocketTimeoutError) as exc:
+            self.config.logger.debug("handshake failed: %s", exc)
+            return
+        except Exception:
+            self.config.logger.exception("unexpected error during the handshake")
+            return
+        try:
+            await conn.listen()
+        except Exception:  # pragma: no cover - listen() reports everything itself
+            self.config.logger.exception("unexpected error in %s", conn)
+
+
+async def serve(
+    handler: EventHandler,
+    port: int,
+    *,
+    host: str | bytes | None = None,
+    config: Config | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept WebSocket connections on ``port`` until cancelled (like ``trio.serve_tcp``).
+
+    ``port=0`` picks a free port; ``task_status.started`` reports the listeners (their
+    ``.socket`` has the address, under ``.transport_listener`` for TLS). With
+    ``ssl_context`` every connection is TLS.
+    """
+    upgrader = Upgrader(handler, config)
+    tcp_listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=False)
+            for listener in tcp_listeners
+        ]
+    await trio.serve_listeners(upgrader.serve_stream, listeners, task_status=task_status)

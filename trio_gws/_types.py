@@ -1,0 +1,79 @@
+"""Small value types shared by every layer: opcodes, close codes and messages."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes of RFC 6455 section 5.2."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+    @property
+    def is_control(self) -> bool:
+        return self >= 0x8
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes defined by RFC 6455 section 7.4.1 (and the IANA registry)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005  # never sent on the wire
+    ABNORMAL = 1006  # never sent on the wire
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015  # never sent on the wire
+
+
+class Message:
+    """One complete data message as the handler receives it.
+
+    ``data`` is the payload after reassembly and decompression. ``text`` decodes it
+    lazily (text messages were already validated when ``check_text_encoding`` is on,
+    and the reader hands over the decoded string when it had to decode anyway).
+    """
+
+    __slots__ = ("opcode", "data", "_text")
+
+    def __init__(self, opcode: Opcode, data: bytes, text: str | None = None) -> None:
+        self.opcode = opcode
+        self.data = data
+        self._text = text
+
+    @property
+    def text(self) -> str:
+        """The payload as a string (strict UTF-8 decoding)."""
+        if self._text is None:
+            self._text = self.data.decode("utf-8")
+        return self._text
+
+    @property
+    def is_text(self) -> bool:
+        return self.opcode == Opcode.TEXT
+
+    def __repr__(self) -> str:
+        shown = self.data[:32]
+        more = "..." if len(self.data) > 32 else ""
+        return f"Message({self.opcode.name}, {shown!r}{more}, {len(self.data)} bytes)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.opcode == other.opcode and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]
