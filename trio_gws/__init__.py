@@ -4,6 +4,7 @@ The Python port of Go's gws: one ``EventHandler`` interface, one ``Conn``, every
 in one ``Config``. See DESIGN.md and the README for the contract.
 """
 
+from ._client import connect, open_conn, parse_url
 from ._config import Config
 from ._conn import Conn
 from ._errors import (
@@ -43,5 +44,8 @@ __all__ = [
     "Upgrader",
     "WebSocketError",
     "WebSocketTimeoutError",
+    "connect",
+    "open_conn",
+    "parse_url",
     "serve",
 ]

@@ -19,7 +19,7 @@ short path that creates no state besides the message itself.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Union
 
 from ._close import parse_close_payload
@@ -103,7 +103,7 @@ class FrameReader:
         elif pos < len(view):
             self._buf = bytearray(view[pos:])
 
-    def _parse(self, view: bytes | bytearray) -> Iterator[Event]:
+    def _parse(self, view: bytes | bytearray) -> Generator[Event, None, int]:
         """Generator over ``view``; returns how many bytes it consumed."""
         pos = 0
         end = len(view)

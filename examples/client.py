@@ -1,0 +1,57 @@
+"""A client for the echo example: sends a few messages, prints the echoes, closes.
+
+Run ``python examples/echo.py`` first, then ``python examples/client.py``
+(``--url`` to point it elsewhere, e.g. wss:// with ``--cafile``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+
+import trio
+
+import trio_gws as gws
+
+
+class Printer(gws.EventHandler):
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.all_echoed = trio.Event()
+
+    async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
+        shown = message.text if message.is_text else f"<{len(message.data)} bytes>"
+        print(f"echo: {shown}", flush=True)
+        self.expected -= 1
+        if self.expected == 0:
+            self.all_echoed.set()
+
+    async def on_pong(self, conn: gws.Conn, payload: bytes) -> None:
+        print(f"pong: {payload!r}", flush=True)
+
+    async def on_close(self, conn: gws.Conn, code: int, reason: bytes) -> None:
+        print(f"closed: {code} {reason.decode()!r}", flush=True)
+
+    async def on_error(self, conn: gws.Conn, error: Exception) -> None:
+        print(f"error: {error!r}", flush=True)
+
+
+async def main(url: str, cafile: str | None) -> None:
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
+    messages = ["hello", "from", "trio-gws"]
+    handler = Printer(expected=len(messages) + 1)
+    async with gws.open_conn(url, handler, ssl_context=context) as conn:
+        for text in messages:
+            await conn.write_string(text)
+        await conn.write_message(gws.Opcode.BINARY, bytes(range(256)) * 4)
+        await conn.write_ping(b"are you there?")
+        with trio.fail_after(5):
+            await handler.all_echoed.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="ws://127.0.0.1:3000/connect")
+    parser.add_argument("--cafile", help="CA certificate to trust (for wss://)")
+    args = parser.parse_args()
+    trio.run(main, args.url, args.cafile)
