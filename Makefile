@@ -1,0 +1,31 @@
+# Two commands set everything up on a fresh machine (see README.md):
+#   make echo   runs the echo example on ws://127.0.0.1:3000/connect
+#   make test   runs every test: mypy, pytest and the Autobahn suites (cases 1.* to 10.*)
+#   make test-full  the same plus the compression cases 12.* and 13.* (what CI runs)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install echo test test-full clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+echo: $(STAMP)
+	$(PY) examples/echo.py
+
+test: $(STAMP)
+	PYTHON=$(PY) bash scripts/test.sh
+
+test-full: $(STAMP)
+	PYTHON=$(PY) bash scripts/test.sh --full
+
+clean:
+	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache
