@@ -11,7 +11,7 @@ import trio
 
 from ._config import Config
 from ._conn import Conn
-from ._errors import HandshakeError, WebSocketTimeoutError
+from ._errors import HandshakeError, WebSocketError, WebSocketTimeoutError
 from ._handler import EventHandler
 from ._handshake import (
     Rejection,
@@ -150,18 +150,64 @@ class Upgrader:
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Handshake and run one connection; never raises (for ``trio.serve_listeners``)."""
+        conn = await self._upgrade_quietly(stream)
+        if conn is not None:
+            await conn.listen()
+
+    async def _upgrade_quietly(self, stream: trio.abc.Stream) -> Conn | None:
         try:
-            conn = await self.upgrade(stream)
+            return await self.upgrade(stream)
         except (HandshakeError, WebSocketTimeoutError) as exc:
             self.config.logger.debug("handshake failed: %s", exc)
-            return
         except Exception:
             self.config.logger.exception("unexpected error during the handshake")
+        return None
+
+
+class _ConnectionTracker:
+    """The live connections of one ``serve()``, for a graceful shutdown.
+
+    Once upgraded, a connection runs in a shielded cancel scope: cancelling ``serve``
+    must not tear it down mid-frame, but send it 1001 and give it ``close_timeout``
+    to finish its close handshake. Only then are the stragglers cancelled.
+    """
+
+    def __init__(self, upgrader: Upgrader) -> None:
+        self._upgrader = upgrader
+        self._live: dict[Conn, trio.CancelScope] = {}
+        self._all_done = trio.Event()
+        self._all_done.set()
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        conn = await self._upgrader._upgrade_quietly(stream)
+        if conn is None:
             return
+        with trio.CancelScope(shield=True) as scope:
+            self._live[conn] = scope
+            self._all_done = trio.Event()
+            try:
+                await conn.listen()
+            finally:
+                del self._live[conn]
+                if not self._live:
+                    self._all_done.set()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Send 1001 to every live connection; cancel those still open after ``timeout``."""
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                for conn in list(self._live):
+                    nursery.start_soon(self._going_away, conn)
+                await self._all_done.wait()
+        for scope in self._live.values():
+            scope.cancel()
+
+    @staticmethod
+    async def _going_away(conn: Conn) -> None:
         try:
-            await conn.listen()
-        except Exception:  # pragma: no cover - listen() reports everything itself
-            self.config.logger.exception("unexpected error in %s", conn)
+            await conn.write_close(1001, b"server shutting down")
+        except WebSocketError:
+            pass  # already closing or broken: its listen() is ending anyway
 
 
 async def serve(
@@ -178,8 +224,13 @@ async def serve(
     ``port=0`` picks a free port; ``task_status.started`` reports the listeners (their
     ``.socket`` has the address, under ``.transport_listener`` for TLS). With
     ``ssl_context`` every connection is TLS.
+
+    Cancelling it shuts down gracefully: no new connections, every open one is sent
+    close 1001 and given ``close_timeout`` to finish its handshake, then the rest are
+    closed. Handshakes still in progress are abandoned at once.
     """
     upgrader = Upgrader(handler, config)
+    tracker = _ConnectionTracker(upgrader)
     tcp_listeners = await trio.open_tcp_listeners(port, host=host)
     listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
     if ssl_context is not None:
@@ -187,4 +238,12 @@ async def serve(
             trio.SSLListener(listener, ssl_context, https_compatible=False)
             for listener in tcp_listeners
         ]
-    await trio.serve_listeners(upgrader.serve_stream, listeners, task_status=task_status)
+    async with trio.open_nursery() as connections:
+        try:
+            await trio.serve_listeners(tracker.serve_stream, listeners,
+                                       handler_nursery=connections, task_status=task_status)
+        finally:
+            # serve_listeners only ends by an exception (normally cancellation); its
+            # listeners are closed by now, so no new connection can arrive.
+            with trio.CancelScope(shield=True):
+                await tracker.shutdown(upgrader.config.close_timeout)
