@@ -35,8 +35,8 @@ class Config:
     compress_threshold: int = 512
     server_context_takeover: bool = True
     client_context_takeover: bool = True
-    server_max_window_bits: int = 15
-    client_max_window_bits: int = 15
+    server_max_window_bits: int = 12
+    client_max_window_bits: int = 12
 
     # reading
     check_text_encoding: bool = True
