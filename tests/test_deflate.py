@@ -33,8 +33,22 @@ TAIL = b"\x00\x00\xff\xff"
 
 
 def cfg(**overrides: Any) -> Config:
+    """Compression on, 15-bit windows: the tables below are written against that base."""
     overrides.setdefault("compress_enabled", True)
+    overrides.setdefault("server_max_window_bits", 15)
+    overrides.setdefault("client_max_window_bits", 15)
     return Config(**overrides)
+
+
+def test_default_windows_are_12_bits() -> None:
+    config = Config(compress_enabled=True)
+    agreed = negotiate_server([PMD + "; client_max_window_bits"], config)
+    assert agreed is not None
+    params, answer = agreed
+    assert params.client_max_window_bits == 12
+    assert params.server_max_window_bits <= 15  # we may always compress with less
+    assert "client_max_window_bits=12" in answer
+    assert "server_max_window_bits=12" in client_offer(config)
 
 
 def corpus(count: int = 40, seed: int = 7) -> list[bytes]:
