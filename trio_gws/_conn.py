@@ -275,21 +275,29 @@ class Conn:
 
     async def _run(self) -> WebSocketError | CloseReceived:
         """The reader loop; returns what ended the connection."""
+        # Set once the ending is decided, so that running out of close_timeout while
+        # sending our close frame or draining the peer does not replace it.
+        decided: WebSocketError | CloseReceived | None = None
         try:
             with self._read_scope:
                 try:
                     await self._callback(self._handler.on_open, self)
                     outcome = await self._read_until_close()
                 except ProtocolError as exc:
+                    decided = exc
                     await self._fail(exc.close_code, str(exc))
                     return exc
                 except HandlerError as exc:
+                    decided = exc
                     await self._fail(1011, "internal error")
                     return exc
                 if not self._is_server:
+                    decided = outcome
                     await self._wait_for_eof()
                 return outcome
             # Only the read scope's own cancellation gets here.
+            if decided is not None:
+                return decided
             if self._abort_error is not None:
                 return self._abort_error
             return WebSocketTimeoutError(
@@ -381,7 +389,10 @@ class Conn:
 
     async def _close_stream(self) -> None:
         self._stream_closed = True
-        await trio.aclose_forcefully(self._stream)
+        # Shielded: under an outer cancellation (listen() cancelled) the Cancelled
+        # raised by aclose would otherwise skip the report to on_error.
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self._stream)
 
     async def _report(self, outcome: WebSocketError | CloseReceived, *,
                       shielded: bool = False) -> None:
