@@ -171,12 +171,17 @@ def build_error_response(
     """A complete HTTP error response that closes the connection."""
     if isinstance(body, str):
         body = body.encode("utf-8")
-    all_headers = list(headers)
-    names = {name.lower() for name, _ in all_headers}
-    if "content-type" not in names:
+    all_headers = []
+    connection = ["close"]
+    for name, value in headers:
+        if name.lower() == "connection":
+            connection.insert(0, value)  # e.g. 426's "Upgrade": one header, both tokens
+        else:
+            all_headers.append((name, value))
+    if not any(name.lower() == "content-type" for name, _ in all_headers):
         all_headers.append(("Content-Type", "text/plain; charset=utf-8"))
     all_headers.append(("Content-Length", str(len(body))))
-    all_headers.append(("Connection", "close"))
+    all_headers.append(("Connection", ", ".join(connection)))
     return build_head(f"HTTP/1.1 {status} {status_phrase(status)}", all_headers) + body
 
 
@@ -212,7 +217,8 @@ def parse_status_line(line: str) -> tuple[int, str]:
     """(status, reason) of a response status line."""
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if (not version.startswith("HTTP/1.") or len(code) != 3 or not code.isascii()
+            or not code.isdigit()):
         raise HandshakeError(f"malformed status line {line[:80]!r}", status=0)
     return int(code), reason
 

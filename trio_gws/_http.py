@@ -77,7 +77,11 @@ def header_items(
     for name, value in pairs:
         if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
             raise ValueError(f"invalid header name {name!r}")
-        if _BAD_VALUE_CHAR.search(value.encode("latin-1", "replace")):
+        try:
+            raw_value = value.encode("latin-1")  # what build_head will encode it with
+        except UnicodeEncodeError:
+            raise ValueError(f"value of header {name!r} is not latin-1") from None
+        if _BAD_VALUE_CHAR.search(raw_value):
             raise ValueError(f"invalid character in value of header {name!r}")
     return pairs
 
@@ -97,9 +101,13 @@ def find_head_end(buf: bytes | bytearray, max_line: int, max_head: int) -> int:
             raise HandshakeError("request header fields too large", status=431)
         return end
     first_line = buf.find(b"\r\n")
-    if (first_line < 0 and len(buf) > max_line) or first_line > max_line:
+    if first_line < 0:
+        # a trailing CR may be the start of the line's CRLF: it does not count
+        if len(buf) - buf.endswith(b"\r") > max_line:
+            raise HandshakeError("request line too long", status=414)
+    elif first_line > max_line:
         raise HandshakeError("request line too long", status=414)
-    if len(buf) > max_line + max_head:
+    elif len(buf) - first_line > max_head:
         raise HandshakeError("request header fields too large", status=431)
     return -1
 
