@@ -90,14 +90,29 @@ def test_parse_request_line(line: str, method: str, target: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("line", "target"),
+    [
+        pytest.param("GET http://example.com/chat?x=1 HTTP/1.1", "/chat?x=1", id="http"),
+        pytest.param("GET HTTPS://example.com:8443/ HTTP/1.1", "/", id="https-port"),
+        pytest.param("GET ws://example.com HTTP/1.1", "/", id="no-path"),
+        pytest.param("GET wss://example.com?q HTTP/1.1", "/?q", id="query-only"),
+        pytest.param("GET http://[::1]:80/a HTTP/1.1", "/a", id="ipv6"),
+    ],
+)
+def test_parse_request_line_absolute_form(line: str, target: str) -> None:
+    """RFC 9112 section 3.2.2: servers accept absolute-form; we keep the path."""
+    assert parse_request_line(line) == ("GET", target)
+
+
+@pytest.mark.parametrize(
     ("line", "status"),
     [
         pytest.param("GET / HTTP/1.0", 505, id="http-1.0"),
-        pytest.param("GET / HTTP/2", 505, id="http-2"),
+        pytest.param("GET / HTTP/2", 400, id="http-2-malformed"),
         pytest.param("GET / HTTP/2.0", 505, id="http-2.0"),
-        pytest.param("GET / http/1.1", 505, id="lowercase-version"),
-        pytest.param("GET / HTTP/1.10", 505, id="http-1.10"),
-        pytest.param("GET / FOO", 505, id="garbage-version"),
+        pytest.param("GET / http/1.1", 400, id="lowercase-version"),
+        pytest.param("GET / HTTP/1.10", 400, id="http-1.10"),
+        pytest.param("GET / FOO", 400, id="garbage-version"),
         pytest.param("GET /", 400, id="no-version"),
         pytest.param("GET", 400, id="method-only"),
         pytest.param("", 400, id="empty"),
@@ -106,7 +121,8 @@ def test_parse_request_line(line: str, method: str, target: str) -> None:
         pytest.param(" / HTTP/1.1", 400, id="empty-method"),
         pytest.param("GET / x HTTP/1.1", 400, id="space-in-target"),
         pytest.param("GET * HTTP/1.1", 400, id="asterisk-form"),
-        pytest.param("GET http://example.com/ HTTP/1.1", 400, id="absolute-form"),
+        pytest.param("GET http:/example.com/ HTTP/1.1", 400, id="broken-absolute-form"),
+        pytest.param("GET ftp://example.com/ HTTP/1.1", 400, id="absolute-form-other-scheme"),
         pytest.param("CONNECT example.com:443 HTTP/1.1", 400, id="authority-form"),
         pytest.param("GET chat HTTP/1.1", 400, id="relative"),
     ],

@@ -115,7 +115,7 @@ BAD_REQUESTS = [
     ("POST", upgrade_request(method="POST"), 405, ("Allow", "GET")),
     ("malformed request line", b"GARBAGE\r\nHost: x\r\n\r\n", 400, None),
     ("two spaces in request line", upgrade_request(target=" /"), 400, None),
-    ("absolute target", upgrade_request(target="http://x/"), 400, None),
+    ("authority-form target", upgrade_request(target="x:80"), 400, None),
     ("HTTP/1.0", upgrade_request(version="HTTP/1.0"), 505, None),
     ("missing Upgrade", upgrade_request(headers={"Upgrade": None}), 426,
      ("Upgrade", "websocket")),

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from ._errors import HandshakeError
 from ._http import Headers, build_head, status_phrase
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+_ABSOLUTE_FORM = re.compile(r"(?i)(?:http|https|ws|wss)://[^/?#\s]+")
 VERSION = "13"
 
 
@@ -82,14 +85,26 @@ def _single(headers: Headers, name: str) -> str | None:
 
 
 def parse_request_line(line: str) -> tuple[str, str]:
-    """(method, target) of a request line; 400 unless ``METHOD /target HTTP/1.1``."""
+    """(method, target) of a request line ``METHOD target HTTP/1.1``.
+
+    The target is origin-form (``/path?query``); absolute-form (``http://host/path``),
+    which RFC 9112 section 3.2.2 obliges servers to accept, is reduced to its path.
+    400 for anything else, 505 for another HTTP/1.x or 2+ version.
+    """
     parts = line.split(" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise HandshakeError(f"malformed request line {line[:80]!r}")
     method, target, version = parts
+    if not _HTTP_VERSION.fullmatch(version):
+        raise HandshakeError(f"malformed HTTP version {version[:20]!r}")
     if version != "HTTP/1.1":
         raise HandshakeError(f"unsupported HTTP version {version[:20]!r}, HTTP/1.1 required",
                              status=505)
+    absolute = _ABSOLUTE_FORM.match(target)
+    if absolute:
+        target = target[absolute.end():] or "/"
+        if target[0] == "?":
+            target = "/" + target
     if not target.startswith("/"):
         raise HandshakeError(f"request target must be a path, got {target[:80]!r}")
     return method, target
@@ -174,9 +189,10 @@ def build_error_response(
     all_headers = []
     connection = ["close"]
     for name, value in headers:
-        if name.lower() == "connection":
+        lowered = name.lower()
+        if lowered == "connection":
             connection.insert(0, value)  # e.g. 426's "Upgrade": one header, both tokens
-        else:
+        elif lowered != "content-length":  # ours is the one that matches the body
             all_headers.append((name, value))
     if not any(name.lower() == "content-type" for name, _ in all_headers):
         all_headers.append(("Content-Type", "text/plain; charset=utf-8"))
