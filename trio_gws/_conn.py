@@ -2,22 +2,29 @@
 
 Reading happens in the task that calls ``listen()``: it feeds the transport's bytes to
 the pure ``FrameReader`` and awaits the handler for each event, in wire order, before
-reading further (back-pressure comes for free). Writing goes through one
-``StrictFIFOLock``, so frames from any number of tasks never interleave and go out in
-call order; compression happens under that lock, so the order of compression (which
-matters with context takeover) is the order on the wire.
+reading further (back-pressure comes for free). Writing goes through ``FrameWriter``,
+which keeps every frame in call order whether it was written directly or queued.
 
-Ending is centralised in ``listen()``: whatever ends the connection (close handshake,
-protocol violation, handler exception, transport failure, timeout) is turned into
-one outcome, the stream is closed, and exactly one of ``on_close`` / ``on_error`` is
-called. Every wait after a close frame is bounded by ``close_timeout`` through the
-reader's cancel scope.
+``listen()`` runs in three steps:
+
+1. the read phase, until a close frame arrives or something ends the connection;
+2. the closing phase: answer the peer's close, or send ours with the error's code,
+   then wait for the peer to close the transport; bounded by ``close_timeout``;
+3. the stream is closed and exactly one of ``on_close`` / ``on_error`` is called.
+
+Other tasks (a failed writer, the keepalive, a parallel handler that raised) end the
+connection by recording a failure and cancelling the read phase's cancel scope; the
+first recorded failure is what the handler is told.
+
+Helper tasks (the write queue's drainer, keepalive, parallel handlers) live in a
+nursery that ``listen()`` opens, so they never outlive the connection.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any, Union
 
@@ -32,16 +39,22 @@ from ._errors import (
     WebSocketError,
     WebSocketTimeoutError,
 )
-from ._frames import CloseReceived, Ping, Pong, check_control_payload, encode_frame
+from ._frames import CloseReceived, Ping, Pong, check_control_payload
 from ._handler import EventHandler
 from ._reader import FrameReader
 from ._types import Message, Opcode
+from ._writer import FrameWriter
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from ._deflate import Compressor, DeflateParams
+    from ._deflate import DeflateParams
     from ._handshake import Request
 
 Payload = Union[bytes, bytearray, memoryview, str]
+Outcome = Union[WebSocketError, CloseReceived]
+
 
 def _stream_addresses(stream: trio.abc.Stream) -> tuple[Any, Any]:
     """(remote, local) socket addresses of a SocketStream, possibly under TLS."""
@@ -57,8 +70,30 @@ def _stream_addresses(stream: trio.abc.Stream) -> tuple[Any, Any]:
         return None, None
 
 
+def _data_opcode(opcode: Opcode | int) -> Opcode:
+    opcode = Opcode(opcode)
+    if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+        raise ValueError(f"messages are TEXT or BINARY, not {opcode.name}")
+    return opcode
+
+
 def _as_bytes(payload: Payload) -> bytes | bytearray | memoryview:
     return payload.encode("utf-8") if isinstance(payload, str) else payload
+
+
+def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
+    """The Cancelled inside ``exc`` when nothing but cancellation is in it, else None.
+
+    listen()'s helper nursery wraps an outer cancellation in an exception group;
+    callers of listen() get the plain Cancelled back, as from any other Trio call.
+    """
+    if isinstance(exc, trio.Cancelled):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_only_cancelled(inner) for inner in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None
 
 
 class Conn:
@@ -84,39 +119,50 @@ class Conn:
         self._handler = handler
         self._config = config
         self._is_server = is_server
-        self._mask = not is_server
         self.request = request
         self.subprotocol = subprotocol
         self.session: MutableMapping[str, Any] = {}
         self.remote_address, self.local_address = _stream_addresses(stream)
-        self._compressor: Compressor | None = None
-        decompressor = None
+        self.deflate_params = deflate
+        compressor = decompressor = None
         if deflate is not None:
             from ._deflate import Compressor, Decompressor
 
-            self._compressor = Compressor(deflate, is_server=is_server,
-                                          level=config.compress_level)
+            compressor = Compressor(deflate, is_server=is_server, level=config.compress_level)
             decompressor = Decompressor(deflate, is_server=is_server,
                                         max_size=config.max_content_length)
-        self.deflate_params = deflate
         self._reader = FrameReader(
             expect_masked=is_server,
             max_content_length=config.max_content_length,
             check_text=config.check_text_encoding,
             decompressor=decompressor,
         )
+        self._writer = FrameWriter(
+            stream,
+            mask=not is_server,
+            compressor=compressor,
+            compress_threshold=config.compress_threshold,
+            queue_size=config.write_queue_size,
+            on_broken=self._fail_soon,
+            on_overflow=self._fail_soon,
+        )
         self._leftover = leftover
-        self._write_lock = trio.StrictFIFOLock()
         self._read_scope = trio.CancelScope()
         self._close_deadline = math.inf
-        self._abort_error: WebSocketError | None = None
+        self._read_deadline = math.inf
+        self._receive_scope: trio.CancelScope | None = None
+        self._failure: WebSocketError | None = None
         self._listening = False
         self._reader_task: trio.lowlevel.Task | None = None
+        self._nursery: trio.Nursery | None = None
         self._ended = trio.Event()
         self._reported = False
-        self._close_sent = False
-        self._close_received: CloseReceived | None = None
-        self._stream_closed = False
+        self._pong_seen: trio.Event | None = None
+        self._limiter = (trio.CapacityLimiter(config.parallel_limit)
+                         if config.parallel_enabled else None)
+        self._in_flight = 0
+        self._handlers_idle = trio.Event()
+        self._handlers_idle.set()
 
     # -- state -----------------------------------------------------------------------
 
@@ -131,8 +177,8 @@ class Conn:
 
     @property
     def close_sent(self) -> bool:
-        """True once we sent a close frame: no more frames may be written."""
-        return self._close_sent
+        """True once closing began (we sent or queued a close frame): writes now fail."""
+        return self._writer.close_requested or self._writer.broken
 
     @property
     def closed(self) -> bool:
@@ -140,58 +186,91 @@ class Conn:
         return self._ended.is_set()
 
     @property
+    def queued(self) -> int:
+        """Messages queued by ``write_async`` (and broadcasts) not yet sent."""
+        return self._writer.queued
+
+    @property
     def config(self) -> Config:
         return self._config
 
     def __repr__(self) -> str:
         side = "server" if self._is_server else "client"
-        state = "closed" if self.closed else "closing" if self._close_sent else "open"
+        state = "closed" if self.closed else "closing" if self.close_sent else "open"
         return f"<Conn {side} {self.remote_address} {state}>"
 
     # -- writing ---------------------------------------------------------------------
 
     async def write_message(self, opcode: Opcode | int, payload: Payload) -> None:
         """Send one data message (TEXT or BINARY); ``str`` payloads are UTF-8 encoded."""
-        opcode = Opcode(opcode)
-        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
-            raise ValueError(f"write_message sends TEXT or BINARY, not {opcode.name}")
-        data = _as_bytes(payload)
-        async with self._write_lock:
-            self._check_writable()
-            await self._send_locked(self._encode_message(opcode, data))
+        await self._writer.write_message(_data_opcode(opcode), _as_bytes(payload))
 
     async def write_string(self, text: str) -> None:
         """Send a text message."""
-        await self.write_message(Opcode.TEXT, text.encode("utf-8"))
+        await self._writer.write_message(Opcode.TEXT, text.encode("utf-8"))
 
-    async def write_ping(self, payload: bytes = b"") -> None:
+    async def writev(self, opcode: Opcode | int, *payloads: bytes | bytearray | memoryview
+                     ) -> None:
+        """Send one message made of several buffers, without joining large ones first."""
+        await self._writer.write_vectored(_data_opcode(opcode), payloads)
+
+    def write_async(self, opcode: Opcode | int, payload: Payload) -> None:
+        """Queue a message without waiting; it goes out in order with every other write.
+
+        The queue holds at most ``Config.write_queue_size`` messages. Past that the peer
+        is not keeping up: this raises WriteQueueFullError and the connection is failed
+        with close code 1008 (the error reported to ``on_error`` counts the messages
+        that were never sent). Needs ``listen()`` running for the queue to drain.
+        """
+        kind = _data_opcode(opcode)
+        data = _as_bytes(payload)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the caller may reuse its buffer once we return
+        writer = self._writer
+        writer.write_async(lambda: writer.encode_message(kind, data))
+
+    def _write_async_frame(self, frame: bytes) -> None:
+        """Queue an already encoded frame (the Broadcaster's shared frames)."""
+        self._writer.write_async(frame)
+
+    async def write_ping(self, payload: Payload = b"") -> None:
         """Send a ping (at most 125 bytes)."""
         await self._write_control(Opcode.PING, payload)
 
-    async def write_pong(self, payload: bytes = b"") -> None:
+    async def write_pong(self, payload: Payload = b"") -> None:
         """Send a pong (at most 125 bytes), e.g. as an unsolicited heartbeat."""
         await self._write_control(Opcode.PONG, payload)
+
+    async def _write_control(self, opcode: Opcode, payload: Payload) -> None:
+        data = _as_bytes(payload)
+        check_control_payload(opcode, data)
+        await self._writer.write_control(opcode, data)
 
     async def write_close(self, code: int = 1000, reason: bytes | str = b"") -> None:
         """Start the close handshake; the peer's answer ends ``listen()``.
 
-        The wait for that answer is bounded by ``close_timeout``. Calling it again once
-        a close frame was sent does nothing.
+        The close frame goes out after everything written or queued before it. The
+        wait for the peer's answer is bounded by ``close_timeout``. Calling it again
+        once closing began does nothing.
         """
         payload = build_close_payload(code, reason)
-        async with self._write_lock:
-            if self._close_sent or self._stream_closed:
-                return
-            await self._send_close_locked(payload)
+        if self.close_sent:
+            return
+        self._arm_close_deadline()
+        await self._writer.write_close(payload)
 
     async def aclose(self, code: int = 1000, reason: bytes | str = b"") -> None:
         """Close: handshake bounded by ``close_timeout``, then the stream.
 
-        When ``listen()`` runs in another task this waits for it to finish the
-        handshake; called from a handler (the reader's own task) it only starts the
-        handshake, which the reader then completes.
+        When ``listen()`` runs in another task this waits for it to finish; called from
+        a handler (the reader's own task) it only starts the handshake, which the
+        reader completes. On a connection that is not listening it runs ``listen()``
+        itself until the peer answers (the handler sees the events that arrive).
         """
-        await self.write_close(code, reason)
+        try:
+            await self.write_close(code, reason)
+        except ConnectionClosedError:
+            pass  # the transport failed: listen() ends by itself
         if trio.lowlevel.current_task() is self._reader_task:
             return
         if self._listening:
@@ -199,58 +278,31 @@ class Conn:
         else:
             await self.listen()
 
-    async def _write_control(self, opcode: Opcode, payload: Payload) -> None:
-        data = _as_bytes(payload)
-        check_control_payload(opcode, data)
-        async with self._write_lock:
-            self._check_writable()
-            await self._send_locked(encode_frame(opcode, data, mask=self._mask))
+    # -- deadlines -------------------------------------------------------------------
 
-    def _check_writable(self) -> None:
-        if self._close_sent or self._stream_closed:
-            received = self._close_received
-            raise ConnectionClosedError(
-                "the connection is closing or closed",
-                received.code if received else 1006,
-                received.reason if received else b"",
-            )
+    def set_deadline(self, deadline: float) -> None:
+        """Fail the connection (1011) if no data arrives by ``deadline`` (trio time).
 
-    def _encode_message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> bytes:
-        compressor = self._compressor
-        if compressor is not None and len(data) >= self._config.compress_threshold:
-            return encode_frame(opcode, compressor.compress(data), rsv1=True, mask=self._mask)
-        return encode_frame(opcode, data, mask=self._mask)
-
-    async def _send_close_locked(self, payload: bytes) -> None:
-        self._close_sent = True
-        self._arm_close_deadline()
-        await self._send_locked(encode_frame(Opcode.CLOSE, payload, mask=self._mask))
-
-    async def _send_locked(self, frame: bytes) -> None:
-        try:
-            await self._stream.send_all(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            error = ConnectionClosedError(f"transport failed while writing: {exc!r}")
-            self._abort(error)
-            raise error from exc
-        except trio.Cancelled:
-            # Part of the frame may be on the wire: the stream can't be used again.
-            self._abort(ConnectionClosedError("a write was cancelled mid-frame"))
-            raise
-
-    def _abort(self, error: WebSocketError) -> None:
-        """Make the reader give up at once (the stream is unusable)."""
-        self._stream_closed = True
-        if self._abort_error is None:
-            self._abort_error = error
-        self._read_scope.cancel()
+        gws's SetDeadline heartbeat: call it from ``on_open`` and again from
+        ``on_ping`` / ``on_message`` to keep a live peer connected, e.g.
+        ``conn.set_deadline(trio.current_time() + 30)``. ``math.inf`` clears it.
+        """
+        self._read_deadline = deadline
+        if self._receive_scope is not None:
+            self._receive_scope.deadline = deadline
 
     def _arm_close_deadline(self) -> None:
         deadline = trio.current_time() + self._config.close_timeout
         self._close_deadline = min(self._close_deadline, deadline)
         self._read_scope.deadline = min(self._read_scope.deadline, deadline)
 
-    # -- reading ---------------------------------------------------------------------
+    def _fail_soon(self, error: WebSocketError) -> None:
+        """End the connection from any task: the first failure recorded wins."""
+        if self._failure is None:
+            self._failure = error
+        self._read_scope.cancel()
+
+    # -- running ---------------------------------------------------------------------
 
     async def listen(self) -> None:
         """Run the connection until it ends; call it once, e.g. in a nursery task.
@@ -262,51 +314,43 @@ class Conn:
             raise RuntimeError("listen() is already running or has run")
         self._listening = True
         self._reader_task = trio.lowlevel.current_task()
-        outcome: WebSocketError | CloseReceived
         try:
-            outcome = await self._run()
-        except trio.Cancelled:
-            await self._close_stream()
-            await self._report(ConnectionClosedError("the connection was cancelled"),
-                               shielded=True)
-            raise
-        await self._close_stream()
-        await self._report(outcome)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._writer.attach(nursery)
+                if self._config.ping_interval:
+                    nursery.start_soon(self._keepalive)
+                outcome = await self._read_phase()
+                await self._closing_phase(outcome)
+                self._writer.attach(None)
+                nursery.cancel_scope.cancel()  # keepalive, parallel handlers, drainer
+        except BaseException as exc:
+            cancelled = _only_cancelled(exc)
+            if cancelled is None:
+                raise
+            self._writer.attach(None)
+            await self._end(ConnectionClosedError("the connection was cancelled"), shielded=True)
+            if cancelled is exc:
+                raise
+            raise cancelled from None
+        await self._end(outcome)
 
-    async def _run(self) -> WebSocketError | CloseReceived:
-        """The reader loop; returns what ended the connection."""
-        # Set once the ending is decided, so that running out of close_timeout while
-        # sending our close frame or draining the peer does not replace it.
-        decided: WebSocketError | CloseReceived | None = None
+    async def _read_phase(self) -> Outcome:
         try:
             with self._read_scope:
-                try:
-                    await self._callback(self._handler.on_open, self)
-                    outcome = await self._read_until_close()
-                except ProtocolError as exc:
-                    decided = exc
-                    await self._fail(exc.close_code, str(exc))
-                    return exc
-                except HandlerError as exc:
-                    decided = exc
-                    await self._fail(1011, "internal error")
-                    return exc
-                if not self._is_server:
-                    decided = outcome
-                    await self._wait_for_eof()
-                return outcome
-            # Only the read scope's own cancellation gets here.
-            if decided is not None:
-                return decided
-            if self._abort_error is not None:
-                return self._abort_error
-            return WebSocketTimeoutError(
-                f"no close frame from the peer within {self._config.close_timeout}s"
-            )
-        except ConnectionClosedError as exc:
-            return exc
+                await self._callback(self._handler.on_open, self)
+                return await self._read_until_close()
+        except (ProtocolError, HandlerError, WebSocketTimeoutError,
+                ConnectionClosedError) as exc:
+            return self._failure or exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            return ConnectionClosedError(f"transport failed: {exc!r}")
+            return self._failure or ConnectionClosedError(f"transport failed: {exc!r}")
+        # Only the read scope's own cancellation gets here.
+        if self._failure is not None:
+            return self._failure
+        return WebSocketTimeoutError(
+            f"no close frame from the peer within {self._config.close_timeout}s"
+        )
 
     async def _read_until_close(self) -> CloseReceived:
         handler = self._handler
@@ -320,18 +364,34 @@ class Conn:
                 for event in reader.receive(data):
                     kind = type(event)
                     if kind is Message:
-                        await self._callback(handler.on_message, self, event)
+                        if self._limiter is None:
+                            await self._callback(handler.on_message, self, event)
+                        else:
+                            await self._start_parallel(event)  # type: ignore[arg-type]
                     elif kind is Ping:
                         await self._callback(handler.on_ping, self, event.payload)  # type: ignore[union-attr]
                     elif kind is Pong:
+                        if self._pong_seen is not None:
+                            self._pong_seen.set()
                         await self._callback(handler.on_pong, self, event.payload)  # type: ignore[union-attr]
                     else:
                         assert isinstance(event, CloseReceived)
-                        await self._answer_close(event)
                         return event
-            data = await stream.receive_some(size)
+            if self._read_deadline == math.inf:
+                data = await stream.receive_some(size)
+            else:
+                data = await self._receive_with_deadline(size)
             if not data:
                 raise ConnectionClosedError("the peer closed the stream without a close frame")
+
+    async def _receive_with_deadline(self, size: int) -> bytes | bytearray:
+        with trio.CancelScope(deadline=self._read_deadline) as scope:
+            self._receive_scope = scope
+            try:
+                return await self._stream.receive_some(size)
+            finally:
+                self._receive_scope = None
+        raise WebSocketTimeoutError("read deadline passed without data from the peer")
 
     async def _callback(
         self, method: Callable[..., Coroutine[Any, Any, None]], *args: Any
@@ -345,33 +405,79 @@ class Conn:
             self._config.logger.exception("%s raised in %s", name, self)
             raise HandlerError(f"{name} raised {exc!r}") from exc
 
-    async def _answer_close(self, event: CloseReceived) -> None:
-        """Echo the peer's close (RFC 6455 section 5.5.1) unless we sent ours first."""
-        self._close_received = event
-        self._arm_close_deadline()
-        async with self._write_lock:
-            if self._close_sent or self._stream_closed:
-                return
-            payload = b"" if event.code == 1005 else struct.pack("!H", event.code)
-            try:
-                await self._send_close_locked(payload)
-            except ConnectionClosedError:
-                pass  # the peer may close right after its close frame
+    # -- parallel handling -----------------------------------------------------------
 
-    async def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (section 7.1.7): close frame with ``code``, then drain."""
-        self._arm_close_deadline()  # also bounds waiting for a writer stuck on the lock
-        async with self._write_lock:
-            if not (self._close_sent or self._stream_closed):
-                raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-                try:
-                    await self._send_close_locked(struct.pack("!H", code) + raw)
-                except ConnectionClosedError:
+    async def _start_parallel(self, message: Message) -> None:
+        """Run on_message in its own task once the limiter has room (back-pressure)."""
+        assert self._limiter is not None and self._nursery is not None
+        token = object()
+        await self._limiter.acquire_on_behalf_of(token)
+        self._in_flight += 1
+        self._handlers_idle = trio.Event()
+        self._nursery.start_soon(self._run_parallel, message, token)
+
+    async def _run_parallel(self, message: Message, token: object) -> None:
+        assert self._limiter is not None
+        try:
+            await self._callback(self._handler.on_message, self, message)
+        except HandlerError as exc:
+            self._fail_soon(exc)
+        except ConnectionClosedError:
+            pass  # the connection is ending; listen() reports why
+        finally:
+            self._limiter.release_on_behalf_of(token)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._handlers_idle.set()
+
+    # -- keepalive -------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        """Ping every ``ping_interval``; fail with 1011 when no pong follows in time."""
+        interval = self._config.ping_interval
+        assert interval is not None
+        timeout = self._config.ping_timeout or interval
+        while True:
+            await trio.sleep(interval)
+            self._pong_seen = pong_seen = trio.Event()
+            try:
+                await self.write_ping()
+            except ConnectionClosedError:
+                return
+            with trio.move_on_after(timeout):
+                await pong_seen.wait()
+            if not pong_seen.is_set():
+                self._fail_soon(WebSocketTimeoutError(f"no pong within {timeout}s of a ping"))
+                return
+
+    # -- ending ----------------------------------------------------------------------
+
+    async def _closing_phase(self, outcome: Outcome) -> None:
+        """Answer or send the close frame, then let the peer close first (bounded)."""
+        self._arm_close_deadline()
+        writer = self._writer
+        with trio.CancelScope(deadline=self._close_deadline):
+            try:
+                if isinstance(outcome, CloseReceived):
+                    writer.peer_close = (outcome.code, outcome.reason)
+                    await self._handlers_idle.wait()  # their replies precede our close
+                    echo = b"" if outcome.code == 1005 else struct.pack("!H", outcome.code)
+                    await writer.write_close(echo, reply=True)
+                    if not self._is_server:
+                        await self._wait_for_eof()
                     return
-        await self._wait_for_eof()
+                code = getattr(outcome, "close_code", None)
+                if code is None or writer.broken or writer.close_sent:
+                    return
+                reason = str(outcome).encode("utf-8")[:123].decode("utf-8", "ignore")
+                if await writer.write_close(struct.pack("!H", code) + reason.encode("utf-8"),
+                                            reply=True):
+                    await self._wait_for_eof()
+            except ConnectionClosedError:
+                pass  # the peer is gone: nothing more to say
 
     async def _wait_for_eof(self) -> None:
-        """Half-close if possible and discard input until the peer closes (bounded).
+        """Half-close if possible and discard input until the peer closes.
 
         Closing a socket with unread input makes the kernel send RST, which can destroy
         our close frame before the peer reads it; draining first avoids that.
@@ -385,18 +491,20 @@ class Conn:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
 
-    # -- ending ----------------------------------------------------------------------
-
-    async def _close_stream(self) -> None:
-        self._stream_closed = True
-        # Shielded: under an outer cancellation (listen() cancelled) the Cancelled
-        # raised by aclose would otherwise skip the report to on_error.
+    async def _end(self, outcome: Outcome, *, shielded: bool = False) -> None:
+        """Close the stream and tell the handler how the connection ended, once."""
+        self._writer.broken = True
+        # Shielded: under an outer cancellation aclose would raise Cancelled again
+        # and skip the report.
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self._stream)
-
-    async def _report(self, outcome: WebSocketError | CloseReceived, *,
-                      shielded: bool = False) -> None:
-        """Tell the handler how the connection ended: exactly once."""
+        dropped = self._writer.fail_queue()
+        if dropped:
+            # Never silently: the log says it, and so does the error on_error gets.
+            self._config.logger.warning("%s ended with %d queued message(s) unsent",
+                                        self, dropped)
+            if isinstance(outcome, WebSocketError) and len(outcome.args) == 1:
+                outcome.args = (f"{outcome.args[0]} ({dropped} queued message(s) not sent)",)
         if self._reported:
             return
         self._reported = True
@@ -405,7 +513,7 @@ class Conn:
         finally:
             self._ended.set()
 
-    async def _notify(self, outcome: WebSocketError | CloseReceived, shielded: bool) -> None:
+    async def _notify(self, outcome: Outcome, shielded: bool) -> None:
         with trio.CancelScope(shield=shielded) as scope:
             if shielded:
                 scope.deadline = trio.current_time() + self._config.close_timeout
@@ -421,3 +529,4 @@ class Conn:
                     await self._handler.on_error(self, error)
             except Exception:
                 self._config.logger.exception("on_close/on_error raised in %s", self)
+

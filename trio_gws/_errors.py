@@ -71,6 +71,17 @@ class ConnectionClosedError(WebSocketError):
         self.reason = reason
 
 
+class WriteQueueFullError(WebSocketError):
+    """``write_async`` hit ``Config.write_queue_size``: the peer does not keep up.
+
+    The connection is failed with close code 1008 (the queued messages are counted
+    in the error reported to ``on_error``); the caller of ``write_async`` gets this
+    error too, so no message is dropped without somebody being told.
+    """
+
+    close_code = 1008
+
+
 class HandlerError(WebSocketError):
     """An ``EventHandler`` callback raised; the original exception is ``__cause__``.
 

@@ -1,0 +1,276 @@
+"""The write side of a connection: one ordered stream of frames.
+
+Every frame, whether written directly (``write_message``) or queued
+(``write_async``, broadcasts), goes out in call order and never interleaves with
+another:
+
+* direct writes take a ``StrictFIFOLock``, so concurrent writers keep call order;
+* queued writes are drained by a task that exists only while the queue has work
+  and holds the lock while it drains;
+* while the queue has work, direct writes join the queue (and wait for their turn)
+  instead of overtaking it.
+
+Messages are encoded, and compressed, at the moment they are sent, under the lock, so
+the compressor sees messages in wire order (which context takeover depends on).
+The queue is bounded by ``write_queue_size``: a peer that does not read cannot make
+the server's memory grow without bound.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Union
+
+import trio
+
+from ._errors import ConnectionClosedError, WebSocketError, WriteQueueFullError
+from ._frames import encode_frame, frame_header
+from ._mask import Buffer, apply_mask, new_mask_key
+from ._types import Opcode
+
+if TYPE_CHECKING:
+    from ._deflate import Compressor
+
+#: Encodes a frame when its turn comes (under the lock), or a frame encoded earlier.
+Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
+
+#: Below this size a vectored message is joined before sending: one syscall is cheaper.
+_JOIN_BELOW = 64 * 1024
+
+
+class _Queued:
+    """One queued frame; ``waiter`` is set when a direct writer awaits its outcome."""
+
+    __slots__ = ("encoder", "waiter", "error", "abandoned")
+
+    def __init__(self, encoder: Encoder, waiter: trio.Event | None) -> None:
+        self.encoder = encoder
+        self.waiter = waiter
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+
+class FrameWriter:
+    """Serialises a connection's frames onto its stream."""
+
+    def __init__(
+        self,
+        stream: trio.abc.SendStream,
+        *,
+        mask: bool,
+        compressor: Compressor | None,
+        compress_threshold: int,
+        queue_size: int,
+        on_broken: Callable[[WebSocketError], None],
+        on_overflow: Callable[[WriteQueueFullError], None],
+    ) -> None:
+        self._stream = stream
+        self._mask = mask
+        self._compressor = compressor
+        self._threshold = compress_threshold
+        self._queue_size = queue_size
+        self._on_broken = on_broken
+        self._on_overflow = on_overflow
+        self._lock = trio.StrictFIFOLock()
+        self._queue: deque[_Queued] = deque()
+        self._queued_async = 0
+        self._draining = False
+        self._nursery: trio.Nursery | None = None
+        self.close_requested = False
+        self.close_sent = False
+        self.broken = False
+        self.dropped = 0
+        self.peer_close: tuple[int, bytes] | None = None
+
+    # -- encoding --------------------------------------------------------------------
+
+    def encode_message(self, opcode: Opcode, data: Buffer) -> bytes:
+        compressor = self._compressor
+        if compressor is not None and len(data) >= self._threshold:
+            return encode_frame(opcode, compressor.compress(data), rsv1=True, mask=self._mask)
+        return encode_frame(opcode, data, mask=self._mask)
+
+    def _encode_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> bytes | list[Buffer]:
+        """A message from several buffers: a list of pieces to send back to back."""
+        total = sum(len(part) for part in parts)
+        compressor = self._compressor
+        if compressor is not None and total >= self._threshold:
+            return self.encode_message(opcode, b"".join(parts))
+        if self._mask:
+            key = new_mask_key()
+            header = frame_header(opcode, total, mask_key=key)
+            return header + apply_mask(b"".join(parts), key)
+        header = frame_header(opcode, total)
+        if total < _JOIN_BELOW:
+            return b"".join([header, *parts])
+        return [header, *parts]
+
+    # -- state -----------------------------------------------------------------------
+
+    def closed_error(self) -> ConnectionClosedError:
+        code, reason = self.peer_close if self.peer_close else (1006, b"")
+        return ConnectionClosedError("the connection is closing or closed", code, reason)
+
+    def check_open(self) -> None:
+        if self.close_requested or self.broken:
+            raise self.closed_error()
+
+    @property
+    def queued(self) -> int:
+        """Messages queued by ``write_async`` and not sent yet."""
+        return self._queued_async
+
+    def attach(self, nursery: trio.Nursery | None) -> None:
+        """Where drain tasks run; set while ``listen()`` runs, None after."""
+        self._nursery = nursery
+        if nursery is not None and self._queue and not self._draining:
+            self._spawn_drain()
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def write_message(self, opcode: Opcode, data: Buffer) -> None:
+        self.check_open()
+        await self._write(lambda: self.encode_message(opcode, data))
+
+    async def write_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> None:
+        self.check_open()
+        await self._write(lambda: self._encode_vectored(opcode, parts))
+
+    async def write_control(self, opcode: Opcode, payload: Buffer) -> None:
+        self.check_open()
+        await self._write(lambda: encode_frame(opcode, payload, mask=self._mask))
+
+    async def write_close(self, payload: bytes, *, reply: bool = False) -> bool:
+        """Queue our close frame behind everything written before; False if already sent.
+
+        A ``reply`` (answering the peer's close, or failing the connection) is allowed
+        even after the application asked to close but before that frame left.
+        """
+        if self.close_sent or self.broken or (self.close_requested and not reply):
+            return False
+        self.close_requested = True
+
+        def encode() -> bytes:
+            if self.close_sent:
+                return b""
+            self.close_sent = True
+            return encode_frame(Opcode.CLOSE, payload, mask=self._mask)
+
+        await self._write(encode, after_close=True)
+        return True
+
+    def write_async(self, encoder: Encoder) -> None:
+        """Queue a frame without waiting; raises WriteQueueFullError at the bound."""
+        self.check_open()
+        if self._queued_async >= self._queue_size:
+            dropped = self._discard_async()
+            error = WriteQueueFullError(
+                f"write queue full ({self._queue_size} messages): the peer does not keep "
+                f"up; {dropped} queued message(s) dropped, connection failed with 1008"
+            )
+            self._on_overflow(error)
+            raise error
+        self._queued_async += 1
+        self._queue.append(_Queued(encoder, None))
+        if not self._draining and self._nursery is not None:
+            self._spawn_drain()
+
+    async def _write(self, encoder: Callable[[], bytes | list[Buffer]],
+                     after_close: bool = False) -> None:
+        """Send now under the lock, or join the queue while it has work (order)."""
+        if self._draining or self._queue:
+            await self._wait_in_queue(encoder)
+            return
+        async with self._lock:
+            if self.broken or (self.close_sent and not after_close):
+                raise self.closed_error()
+            await self._send(encoder())
+
+    async def _wait_in_queue(self, encoder: Encoder) -> None:
+        item = _Queued(encoder, trio.Event())
+        assert item.waiter is not None
+        self._queue.append(item)
+        if not self._draining and self._nursery is not None:
+            self._spawn_drain()
+        try:
+            await item.waiter.wait()
+        except BaseException:
+            item.abandoned = True  # cancelled before its turn: never sent
+            raise
+        if item.error is not None:
+            raise item.error
+
+    def _spawn_drain(self) -> None:
+        assert self._nursery is not None
+        self._draining = True
+        self._nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        """Send queued frames in order; runs only while there is work."""
+        try:
+            async with self._lock:
+                while self._queue:
+                    item = self._queue.popleft()
+                    if item.waiter is None:
+                        self._queued_async -= 1
+                    elif item.abandoned:
+                        continue
+                    try:
+                        if self.broken:
+                            raise self.closed_error()
+                        encoder = item.encoder
+                        await self._send(encoder if isinstance(encoder, bytes) else encoder())
+                    except WebSocketError as exc:
+                        if item.waiter is None:
+                            self.dropped += 1
+                        item.error = exc
+                    finally:
+                        if item.waiter is not None:
+                            item.waiter.set()
+        finally:
+            self._draining = False
+            if self._queue and not self.broken and self._nursery is not None:
+                self._spawn_drain()  # items queued after a cancelled drain
+
+    def _discard_async(self) -> int:
+        """Drop the queued ``write_async`` messages (not direct writers waiting)."""
+        kept = deque(item for item in self._queue if item.waiter is not None)
+        dropped = len(self._queue) - len(kept)
+        self._queue = kept
+        self._queued_async -= dropped
+        self.dropped += dropped
+        return dropped
+
+    def fail_queue(self) -> int:
+        """The connection ended: fail every waiting writer; return how many queued
+        messages were dropped by this call."""
+        dropped = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if item.waiter is None:
+                self._queued_async -= 1
+                dropped += 1
+            else:
+                item.error = self.closed_error()
+                item.waiter.set()
+        self.dropped += dropped
+        return dropped
+
+    async def _send(self, frame: bytes | list[Buffer]) -> None:
+        try:
+            if isinstance(frame, list):
+                for piece in frame:
+                    await self._stream.send_all(piece)
+            elif frame:
+                await self._stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            error = ConnectionClosedError(f"transport failed while writing: {exc!r}")
+            self.broken = True
+            self._on_broken(error)
+            raise error from exc
+        except trio.Cancelled:
+            # Part of the frame may be on the wire: the stream can't be used again.
+            self.broken = True
+            self._on_broken(ConnectionClosedError("a write was cancelled mid-frame"))
+            raise
