@@ -4,6 +4,7 @@ The Python port of Go's gws: one ``EventHandler`` interface, one ``Conn``, every
 in one ``Config``. See DESIGN.md and the README for the contract.
 """
 
+from ._broadcast import Broadcaster
 from ._client import connect, open_conn, parse_url
 from ._config import Config
 from ._conn import Conn
@@ -16,6 +17,7 @@ from ._errors import (
     ProtocolError,
     WebSocketError,
     WebSocketTimeoutError,
+    WriteQueueFullError,
 )
 from ._handler import EventHandler
 from ._handshake import Rejection, Request
@@ -26,6 +28,7 @@ from ._types import CloseCode, Message, Opcode
 __version__ = "0.1.0"
 
 __all__ = [
+    "Broadcaster",
     "CloseCode",
     "Config",
     "Conn",
@@ -44,6 +47,7 @@ __all__ = [
     "Upgrader",
     "WebSocketError",
     "WebSocketTimeoutError",
+    "WriteQueueFullError",
     "connect",
     "open_conn",
     "parse_url",
