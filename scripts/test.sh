@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Every test of the project, called by `make test` / `make test-full` (and so by .ci/run).
+#
+# The Autobahn suites mostly wait on wstest, so they run in the background while mypy
+# and pytest use the CPU; their log is printed when they finish. The last line printed
+# is pytest's own summary line.
+#
+#   scripts/test.sh          Autobahn cases 1.* to 10.* (server and client suites)
+#   scripts/test.sh --full   all Autobahn cases, compression included
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-.venv/bin/python}
+export PYTHON
+autobahn_args=(--all)
+if [[ ${1:-} == --full ]]; then
+    autobahn_args+=(--full --fail-unimplemented)
+fi
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+echo "== installing wstest (cached in autobahn/.wstest)"
+if ! autobahn/run --install-only; then
+    echo "FAILED: could not install the Autobahn testsuite" >&2
+    exit 1
+fi
+
+echo "== Autobahn ${autobahn_args[*]} (in the background)"
+started=$SECONDS
+autobahn/run "${autobahn_args[@]}" >"$logs/autobahn.log" 2>&1 &
+autobahn_pid=$!
+
+echo "== mypy --strict"
+"$PYTHON" -m mypy
+mypy_status=$?
+
+echo "== pytest"
+"$PYTHON" -m pytest -q -p no:cacheprovider 2>&1 | tee "$logs/pytest.log"
+pytest_status=${PIPESTATUS[0]}
+
+echo "== waiting for Autobahn"
+wait "$autobahn_pid"
+autobahn_status=$?
+cat "$logs/autobahn.log"
+echo "== Autobahn finished after $((SECONDS - started)) s with status $autobahn_status"
+
+echo
+echo "mypy: $([[ $mypy_status == 0 ]] && echo ok || echo FAILED)," \
+    "autobahn: $([[ $autobahn_status == 0 ]] && echo ok || echo FAILED)," \
+    "pytest: $([[ $pytest_status == 0 ]] && echo ok || echo FAILED)"
+# Repeat pytest's own closing line last, so it is the run's final word on test counts.
+tail -n 1 "$logs/pytest.log"
+
+if [[ $mypy_status != 0 || $pytest_status != 0 || $autobahn_status != 0 ]]; then
+    exit 1
+fi
