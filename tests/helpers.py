@@ -460,3 +460,142 @@ async def settle(predicate: Callable[[], bool], *, tries: int = 200,
             return True
         await trio.sleep(interval)
     return predicate()
+
+
+# -- write side: queues, broadcasts, compressed frames -----------------------------
+
+
+def task_names() -> list[str]:
+    """The names of every task of this Trio run (walks the task tree)."""
+    names = []
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return names
+
+
+def drainer_count() -> int:
+    """How many write-queue drain tasks exist right now (all connections)."""
+    return sum(1 for name in task_names() if name.endswith("._drain"))
+
+
+class Inflater:
+    """Decodes the compressed messages of one direction (RFC 7692), independently.
+
+    One raw-inflate stream with the largest window: it accepts messages from a sender
+    with or without context takeover, and any window size up to 15 bits.
+    """
+
+    def __init__(self) -> None:
+        import zlib
+
+        self._inflater = zlib.decompressobj(-15)
+
+    def message(self, payload: bytes) -> bytes:
+        return self._inflater.decompress(payload + b"\x00\x00\xff\xff")
+
+
+class MessageReader:
+    """Reads whole data messages (reassembled, inflated) from a Peer, skipping nothing.
+
+    ``next()`` returns (opcode, payload) for data messages and for control frames
+    too, so tests see every frame in wire order (trio-gws never fragments).
+    """
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.inflater = Inflater()
+        self.frames: list[RawFrame] = []
+
+    async def next(self) -> tuple[int, bytes]:
+        parts: list[bytes] = []
+        opcode = None
+        compressed = False
+        while True:
+            frame = await self.peer.recv_frame()
+            self.frames.append(frame)
+            if frame.opcode >= 0x8:
+                assert opcode is None, f"control frame inside a fragmented message: {frame}"
+                return frame.opcode, frame.payload
+            if opcode is None:
+                opcode = frame.opcode
+                compressed = bool(frame.rsv & RSV1)
+            parts.append(frame.payload)
+            if frame.fin:
+                data = b"".join(parts)
+                return opcode, (self.inflater.message(data) if compressed else data)
+
+
+class _OneWay:
+    __slots__ = ("data", "eof", "reader_closed", "lot")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = False  # the writer sent EOF or closed
+        self.reader_closed = False
+        self.lot = trio.lowlevel.ParkingLot()
+
+
+class PipeStream(trio.abc.HalfCloseableStream):
+    """A lean in-memory stream end for tests with very many connections.
+
+    Unbounded like ``memory_stream_pair`` but with one checkpoint per call and no
+    pump, so 1,000 connections cost little. Sending after the other end closed
+    raises BrokenResourceError; receiving after the other end closed or sent EOF
+    returns b"".
+    """
+
+    def __init__(self, incoming: _OneWay, outgoing: _OneWay) -> None:
+        self._in = incoming
+        self._out = outgoing
+        self._closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError("this end is closed")
+        if self._out.eof or self._out.reader_closed:
+            raise trio.BrokenResourceError("the other end is closed")
+        self._out.data += data
+        self._out.lot.unpark_all()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError("this end is closed")
+        self._out.eof = True
+        self._out.lot.unpark_all()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        incoming = self._in
+        if incoming.data or incoming.eof or self._closed:
+            await trio.lowlevel.checkpoint()
+        while not (incoming.data or incoming.eof or self._closed):
+            await incoming.lot.park()
+        if self._closed:
+            raise trio.ClosedResourceError("this end is closed")
+        n = len(incoming.data) if max_bytes is None else min(max_bytes, len(incoming.data))
+        chunk = bytes(incoming.data[:n])
+        del incoming.data[:n]
+        return chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._out.eof = True
+            self._out.lot.unpark_all()
+            self._in.reader_closed = True
+            self._in.lot.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+
+def pipe_stream_pair() -> tuple[PipeStream, PipeStream]:
+    """Two connected PipeStream ends."""
+    a_to_b, b_to_a = _OneWay(), _OneWay()
+    return PipeStream(b_to_a, a_to_b), PipeStream(a_to_b, b_to_a)

@@ -78,7 +78,14 @@ def _data_opcode(opcode: Opcode | int) -> Opcode:
 
 
 def _as_bytes(payload: Payload) -> bytes | bytearray | memoryview:
-    return payload.encode("utf-8") if isinstance(payload, str) else payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, memoryview) and (payload.nbytes != len(payload)
+                                            or not payload.c_contiguous):
+        # A view of wider items (array("i"), 2-D...): frame lengths count bytes, not
+        # items; a strided view cannot be sent or joined as it is.
+        return payload.cast("B") if payload.c_contiguous else payload.tobytes()
+    return payload
 
 
 def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
@@ -212,7 +219,8 @@ class Conn:
     async def writev(self, opcode: Opcode | int, *payloads: bytes | bytearray | memoryview
                      ) -> None:
         """Send one message made of several buffers, without joining large ones first."""
-        await self._writer.write_vectored(_data_opcode(opcode), payloads)
+        await self._writer.write_vectored(_data_opcode(opcode),
+                                          [_as_bytes(part) for part in payloads])
 
     def write_async(self, opcode: Opcode | int, payload: Payload) -> None:
         """Queue a message without waiting; it goes out in order with every other write.
@@ -399,7 +407,11 @@ class Conn:
         try:
             await method(*args)
         except ConnectionClosedError:
-            raise  # our own write failed: a transport problem, not a handler bug
+            if self._writer.broken or not self._writer.close_requested:
+                raise  # our own write failed: a transport problem, not a handler bug
+            # We began closing (our close frame is sent or queued) and a handler's write
+            # lost that race: not a failure. Keep reading until the peer's close frame,
+            # or the close handshake (and the close frame itself) would be cut short.
         except Exception as exc:
             name = getattr(method, "__name__", "callback")
             self._config.logger.exception("%s raised in %s", name, self)
@@ -440,11 +452,13 @@ class Conn:
         while True:
             await trio.sleep(interval)
             self._pong_seen = pong_seen = trio.Event()
-            try:
-                await self.write_ping()
-            except ConnectionClosedError:
-                return
+            # The timeout covers sending the ping too: a peer that stopped reading
+            # leaves it stuck behind a full transport (or write queue) forever.
             with trio.move_on_after(timeout):
+                try:
+                    await self.write_ping()
+                except ConnectionClosedError:
+                    return
                 await pong_seen.wait()
             if not pong_seen.is_set():
                 self._fail_soon(WebSocketTimeoutError(f"no pong within {timeout}s of a ping"))

@@ -169,6 +169,9 @@ class FrameWriter:
                 f"write queue full ({self._queue_size} messages): the peer does not keep "
                 f"up; {dropped} queued message(s) dropped, connection failed with 1008"
             )
+            # Closing began: refuse later writes now, not once the reader notices (they
+            # would be queued, then dropped again with nobody told).
+            self.close_requested = True
             self._on_overflow(error)
             raise error
         self._queued_async += 1
@@ -210,7 +213,8 @@ class FrameWriter:
         """Send queued frames in order; runs only while there is work."""
         try:
             async with self._lock:
-                while self._queue:
+                # Once broken, stop: fail_queue() counts and reports what is left.
+                while self._queue and not self.broken:
                     item = self._queue.popleft()
                     if item.waiter is None:
                         self._queued_async -= 1
@@ -225,13 +229,19 @@ class FrameWriter:
                         if item.waiter is None:
                             self.dropped += 1
                         item.error = exc
+                    except BaseException:
+                        # Cancelled mid-send: its writer must not think it went out.
+                        item.error = self.closed_error()
+                        raise
                     finally:
                         if item.waiter is not None:
                             item.waiter.set()
         finally:
+            # No respawn here: the drain only stops early when listen()'s nursery is
+            # cancelled, where a new drain would be cancelled too (and respawn again,
+            # forever, while another task holds the lock). What is left is failed by
+            # fail_queue() when the connection ends.
             self._draining = False
-            if self._queue and not self.broken and self._nursery is not None:
-                self._spawn_drain()  # items queued after a cancelled drain
 
     def _discard_async(self) -> int:
         """Drop the queued ``write_async`` messages (not direct writers waiting)."""

@@ -1,0 +1,136 @@
+"""examples/chat/server.py, in-process on free ports: the page over HTTP, two
+websockets clients chatting, joins and leaves, and the Origin check."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_sync_connect
+
+from helpers import http_exchange
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat" / "server.py"
+TIMEOUT = 15
+
+
+def load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("chat_example_server", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+chat = load_example()
+
+
+async def in_thread(fn: Any, *args: Any) -> Any:
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+def join(stack: contextlib.ExitStack, ws_port: int, name: str) -> ClientConnection:
+    return stack.enter_context(ws_sync_connect(f"ws://127.0.0.1:{ws_port}/chat?name={name}",
+                                               open_timeout=5, close_timeout=5))
+
+
+def receive(ws: ClientConnection) -> dict[str, Any]:
+    data = ws.recv(timeout=5)
+    assert isinstance(data, str)
+    event = json.loads(data)
+    assert isinstance(event, dict)
+    return event
+
+
+async def test_chat_page_and_room() -> None:
+    with trio.fail_after(TIMEOUT), contextlib.ExitStack() as stack:
+        async with trio.open_nursery() as nursery:
+            http_port, ws_port = await nursery.start(chat.run_chat, "127.0.0.1", 0, 0)
+
+            # The page, with the WebSocket port filled in.
+            response, peer = await http_exchange(
+                http_port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await peer.aclose()
+            assert response.status == 200
+            assert response.header("Content-Type") == "text/html; charset=utf-8"
+            page = response.body.decode("utf-8")
+            assert f'<meta name="chat-ws-port" content="{ws_port}">' in page
+            assert "new WebSocket(" in page and "{{WS_PORT}}" not in page
+            missing, peer = await http_exchange(
+                http_port, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await peer.aclose()
+            assert missing.status == 404
+            # The WebSocket port does not serve pages.
+            refused, peer = await http_exchange(
+                ws_port, b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await peer.aclose()
+            assert refused.status == 426
+
+            alice = await in_thread(join, stack, ws_port, "alice")
+            welcome = await in_thread(receive, alice)
+            assert welcome == {"type": "welcome", "name": "alice", "users": ["alice"]}
+            joined = await in_thread(receive, alice)
+            assert (joined["type"], joined["name"], joined["count"]) == ("join", "alice", 1)
+
+            bob = await in_thread(join, stack, ws_port, "bob")
+            assert (await in_thread(receive, bob))["users"] == ["alice", "bob"]
+            for ws in (alice, bob):
+                event = await in_thread(receive, ws)
+                assert (event["type"], event["name"], event["count"]) == ("join", "bob", 2)
+
+            await in_thread(alice.send, "  hello bob \u20ac ")
+            alice_port = alice.local_address[1]
+            for ws in (alice, bob):
+                event = await in_thread(receive, ws)
+                assert event == {"type": "message", "name": "alice",
+                                 "address": f"127.0.0.1:{alice_port}",
+                                 "text": "hello bob \u20ac"}
+
+            await in_thread(bob.close)
+            left = await in_thread(receive, alice)
+            assert (left["type"], left["name"], left["count"]) == ("leave", "bob", 1)
+            await in_thread(alice.close)
+            nursery.cancel_scope.cancel()
+
+
+async def test_chat_refuses_other_origins_and_paths() -> None:
+    def attempt(ws_port: int, path: str, origin: str | None) -> int:
+        kw: dict[str, Any] = {"origin": origin} if origin else {}
+        try:
+            with ws_sync_connect(f"ws://127.0.0.1:{ws_port}{path}", open_timeout=5, **kw):
+                return 101
+        except InvalidStatus as exc:
+            return int(exc.response.status_code)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            http_port, ws_port = await nursery.start(chat.run_chat, "127.0.0.1", 0, 0)
+            assert await in_thread(attempt, ws_port, "/chat", "http://evil.example") == 403
+            assert await in_thread(attempt, ws_port, "/elsewhere", None) == 404
+            own = f"http://127.0.0.1:{http_port}"
+            assert await in_thread(attempt, ws_port, "/chat?name=x", own) == 101
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1:8001", "http://127.0.0.1:8000"),
+    ("localhost:8001", "http://localhost:8000"),
+    ("[::1]:8001", "http://[::1]:8000"),
+    ("example.com", "http://example.com:8000"),
+])
+def test_origin_of_our_page(host: str, expected: str) -> None:
+    import trio_gws as gws
+
+    room = chat.ChatRoom()
+    room.http_port = 8000
+    request = gws.Request("GET", "/chat", gws.Headers([("Host", host)]))
+    assert room._our_origin(request) == expected
