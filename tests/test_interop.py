@@ -156,8 +156,11 @@ async def test_server_ping_gets_pong_with_payload() -> None:
     echoed, handler = await interop(body)
     assert echoed == "sync"
     assert handler.of("pong") == [b"from server"]
-    # the client answered the ping (read before the echo) before it closed
-    assert handler.kinds()[-2:] == ["pong", "close"]
+    # the client answered the ping before it closed (the pong may come before or
+    # after the "sync" message: the client's thread answers pings on its own)
+    kinds = handler.kinds()
+    assert kinds.count("pong") == 1
+    assert kinds[-1] == "close" and kinds.index("pong") < len(kinds) - 1
 
 
 @pytest.mark.parametrize("code, reason", [(1000, ""), (1001, "bye"), (4001, "client \u2603")])
