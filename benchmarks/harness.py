@@ -1,0 +1,271 @@
+"""Servers, scenarios and the one-measurement runner shared by run.py and profile_server.py.
+
+One measurement = a fresh server process pinned to core 0 + a fresh load-generator
+process (loadgen.py, picows on uvloop) pinned to core 1, both on 127.0.0.1. The server
+is stopped by its PID when the load generator is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SERVERS_DIR = HERE / "servers"
+LOADGEN = HERE / "loadgen.py"
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+
+
+#: A folder holding a frozen copy of trio_gws/ that every server imports first (set by
+#: run.py: others may edit the working tree while a run is going on).
+CODE_SNAPSHOT: Path | None = None
+
+
+def snapshot_trio_gws(into: Path) -> dict[str, Any]:
+    """Copy the working tree's trio_gws/ into ``into`` and use it for every server."""
+    global CODE_SNAPSHOT
+    source = HERE.parent / "trio_gws"
+    info: dict[str, Any] = {"source": str(source)}
+    if not source.is_dir():
+        info["note"] = "no trio_gws/ beside benchmarks/: using the installed package"
+        return info
+    shutil.copytree(source, into / "trio_gws",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    for path in sorted((into / "trio_gws").rglob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    info["sha256"] = digest.hexdigest()[:16]
+    try:
+        git = ["git", "-C", str(HERE.parent)]
+        info["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True,
+                                          timeout=10).stdout.strip()
+        info["uncommitted_changes"] = bool(subprocess.run(
+            git + ["status", "--porcelain", "--", "trio_gws"], capture_output=True,
+            text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    CODE_SNAPSHOT = into
+    return info
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    script: str
+    package: str          # distribution whose version is reported
+    compression: bool     # permessage-deflate available
+
+
+SERVERS: dict[str, Server] = {s.name: s for s in (
+    Server("trio-gws", "trio_gws_server.py", "trio-gws", True),
+    Server("websockets-asyncio", "websockets_asyncio_server.py", "websockets", True),
+    Server("websockets-trio", "websockets_trio_server.py", "websockets", True),
+    Server("trio-websocket", "trio_websocket_server.py", "trio-websocket", False),
+    Server("aiohttp", "aiohttp_server.py", "aiohttp", True),
+    Server("picows", "picows_server.py", "picows", False),
+)}
+OURS = "trio-gws"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    mode: str                       # echo | idle | handshake
+    loadgen_args: tuple[str, ...]
+    compress: bool = False
+    metric: str = "msgs_per_s"      # the number ratios are taken of
+    higher_is_better: bool = True
+    cpu_metric: str | None = "server_cpu_us_per_msg"   # server CPU per unit of work
+
+
+SCENARIOS: dict[str, Scenario] = {s.key: s for s in (
+    Scenario("a", "4.1 KiB JSON text, 200 conns, 1 in flight", "echo",
+             ("--conns", "200", "--inflight", "1", "--size", "4198", "--payload", "json")),
+    Scenario("b", "4.1 KiB JSON text, 200 conns, 16 in flight", "echo",
+             ("--conns", "200", "--inflight", "16", "--size", "4198", "--payload", "json")),
+    Scenario("c", "32 B text, 200 conns, 16 in flight", "echo",
+             ("--conns", "200", "--inflight", "16", "--size", "32", "--payload", "text")),
+    Scenario("d", "256 KiB binary, 8 conns, 1 in flight", "echo",
+             ("--conns", "8", "--inflight", "1", "--size", "262144", "--payload", "binary")),
+    Scenario("e", "2,000 idle conns: server RSS growth per conn", "idle",
+             ("--conns", "2000", "--warm-conns", "50"),
+             metric="kib_per_conn", higher_is_better=False, cpu_metric=None),
+    Scenario("f", "handshakes/s, 50 concurrent dialers (connect, handshake, close)",
+             "handshake", ("--dialers", "50"), metric="handshakes_per_s",
+             cpu_metric="server_cpu_us_per_handshake"),
+    Scenario("g", "(a) with permessage-deflate", "echo",
+             ("--conns", "200", "--inflight", "1", "--size", "4198", "--payload", "json",
+              "--compress"), compress=True),
+)}
+
+
+@dataclass
+class Timing:
+    warmup: float = 1.0
+    duration: float = 3.0
+    settle: float = 1.0
+
+
+@dataclass
+class Pinning:
+    enabled: bool = True
+    server_core: str = SERVER_CORE
+    client_core: str = CLIENT_CORE
+    nice: int = 0           # e.g. -5: run server and client ahead of other processes
+
+    def wrap(self, cmd: list[str], core: str) -> list[str]:
+        if self.nice:
+            cmd = ["nice", "-n", str(self.nice), *cmd]
+        if self.enabled and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+            return ["taskset", "-c", core, *cmd]
+        return cmd
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]   # the server, or a wrapper (py-spy) that runs it
+    port: int
+    log: Path
+    pid: int = 0                  # the server's own PID, from its READY line
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal the server by its PID, then wait for the process we started."""
+        if self.proc.poll() is None:
+            target = self.pid or self.proc.pid
+            try:
+                os.kill(target, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                if self.pid and self.pid != self.proc.pid:
+                    try:
+                        os.kill(self.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
+                 python: str = sys.executable, extra_args: tuple[str, ...] = (),
+                 prefix: list[str] | None = None, timeout: float = 30.0) -> ServerProcess:
+    """Start one echo server and wait for its READY line; raise RuntimeError if it can't.
+
+    ``prefix`` replaces the taskset pinning with another launcher (profile_server.py
+    runs the server under py-spy and pins it itself once it is ready).
+    """
+    port = free_port()
+    cmd = [python, str(SERVERS_DIR / server.script), "--port", str(port), *extra_args]
+    if compress:
+        cmd.append("--compress")
+    cmd = [*prefix, *cmd] if prefix is not None else pinning.wrap(cmd, pinning.server_core)
+    log = logdir / f"{server.name}-{port}.log"
+    env = None
+    if CODE_SNAPSHOT is not None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(CODE_SNAPSHOT), env.get("PYTHONPATH", "")) if p)
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                cwd=SERVERS_DIR, env=env)
+    sp = ServerProcess(proc, port, log)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                sp.stop(signal.SIGKILL)
+                raise RuntimeError(f"{server.name} did not get ready in {timeout}s: "
+                                   f"{tail(log)}")
+            if not sel.select(left):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait(5)
+                raise RuntimeError(f"{server.name} exited with {proc.returncode}: {tail(log)}")
+            if line.startswith("READY"):
+                sp.pid = int(line.split()[2])
+                return sp
+            if line.startswith("UNSUPPORTED"):
+                sp.stop()
+                raise RuntimeError(f"unsupported: {line.split(' ', 1)[1].strip()}")
+
+
+def loadgen_command(scenario: Scenario, port: int, server_pid: int | None, timing: Timing,
+                    python: str = sys.executable) -> list[str]:
+    cmd = [python, str(LOADGEN), scenario.mode, "--url", f"ws://127.0.0.1:{port}/",
+           *scenario.loadgen_args, "--warmup", str(timing.warmup),
+           "--duration", str(timing.duration), "--settle", str(timing.settle)]
+    if server_pid is not None:
+        cmd += ["--server-pid", str(server_pid)]
+    return cmd
+
+
+def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing, pinning: Pinning,
+                python: str = sys.executable) -> dict[str, Any]:
+    cmd = pinning.wrap(loadgen_command(scenario, server.port, server.pid, timing, python),
+                       pinning.client_core)
+    budget = timing.warmup + timing.duration + 6 * timing.settle + 90
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): "
+                           + "\n".join(done.stderr.splitlines()[-8:]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning,
+            logdir: Path, python: str = sys.executable) -> dict[str, Any]:
+    """One measurement: fresh server, fresh load generator. Never raises."""
+    record: dict[str, Any] = {"server": server.name, "scenario": scenario.key}
+    if scenario.compress and not server.compression:
+        record["error"] = "unsupported: no permessage-deflate in this library"
+        return record
+    started = time.monotonic()
+    try:
+        sp = start_server(server, scenario.compress, pinning, logdir, python)
+    except RuntimeError as exc:
+        record["error"] = str(exc)
+        return record
+    try:
+        record["result"] = run_loadgen(scenario, sp, timing, pinning, python)
+        if sp.proc.poll() is not None:
+            record["error"] = f"server died during the run: {tail(sp.log)}"
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+        record["error"] = str(exc)
+    finally:
+        sp.stop()
+    record["wall_s"] = time.monotonic() - started
+    return record
