@@ -474,7 +474,10 @@ class Conn:
             try:
                 if isinstance(outcome, CloseReceived):
                     writer.peer_close = (outcome.code, outcome.reason)
-                    await self._handlers_idle.wait()  # their replies precede our close
+                    # In-flight handlers' replies go before our close, but they get only
+                    # half of close_timeout: the reply the RFC requires must still fit.
+                    with trio.move_on_after(self._config.close_timeout / 2):
+                        await self._handlers_idle.wait()
                     echo = b"" if outcome.code == 1005 else struct.pack("!H", outcome.code)
                     await writer.write_close(echo, reply=True)
                     if not self._is_server:
