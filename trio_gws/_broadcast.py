@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._conn import Conn, Payload
+from ._conn import Conn, Payload, _data_opcode
 from ._deflate import Compressor, DeflateParams
 from ._errors import WebSocketError
 from ._frames import encode_frame
@@ -34,10 +34,7 @@ class Broadcaster:
     """
 
     def __init__(self, opcode: Opcode | int, payload: Payload) -> None:
-        opcode = Opcode(opcode)
-        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
-            raise ValueError(f"messages are TEXT or BINARY, not {opcode.name}")
-        self.opcode = opcode
+        self.opcode = _data_opcode(opcode)
         self.payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         self._plain: bytes | None = None
         self._compressed: dict[tuple[int, int], bytes] = {}
