@@ -2,13 +2,14 @@
 #   make echo   runs the echo example on ws://127.0.0.1:3000/connect
 #   make test   runs every test: mypy, pytest and the Autobahn suites (cases 1.* to 10.*)
 #   make test-full  the same plus the compression cases 12.* and 13.* (what CI runs)
+#   make bench  the echo benchmark against the peer libraries
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install echo test test-full clean
+.PHONY: install echo test test-full bench clean
 
 install: $(STAMP)
 
@@ -26,6 +27,11 @@ test: $(STAMP)
 
 test-full: $(STAMP)
 	PYTHON=$(PY) bash scripts/test.sh --full
+
+# The echo benchmark against the peer libraries (about 11 minutes; see benchmarks/README.md)
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache
