@@ -177,6 +177,26 @@ async def test_error_cancels_in_flight_handlers_before_on_error(autojump_clock: 
     assert rec.active == 0
 
 
+async def test_replies_to_messages_before_a_protocol_error_precede_the_close(
+    autojump_clock: Any,
+) -> None:
+    """Autobahn 3.2 with the async agent: an echo, then a bad frame in the same read.
+    The handler of the good message (not even started when the error is parsed)
+    still answers before our close 1002."""
+    rec = Parallel()
+    rec.delays[b"good"] = 0.5
+    conn, peer = server_conn_pair(rec, parallel(4))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send_raw(build_frame(TEXT, b"good") + build_frame(TEXT, b"bad", rsv=2))
+        frame = await peer.recv_frame()
+        assert (frame.opcode, frame.payload) == (TEXT, b"good done")
+        assert (await peer.recv_close()).close_code == 1002
+        assert await peer.expect_eof() == b""
+        await peer.aclose()
+    assert rec.kinds() == ["open", "start", "end", "error"]
+
+
 async def test_handler_exception_fails_with_1011_and_reports_the_original(
     autojump_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

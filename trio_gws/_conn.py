@@ -474,24 +474,31 @@ class Conn:
             try:
                 if isinstance(outcome, CloseReceived):
                     writer.peer_close = (outcome.code, outcome.reason)
-                    # In-flight handlers' replies go before our close, but they get only
-                    # half of close_timeout: the reply the RFC requires must still fit.
-                    with trio.move_on_after(self._config.close_timeout / 2):
-                        await self._handlers_idle.wait()
+                    await self._let_handlers_finish()
                     echo = b"" if outcome.code == 1005 else struct.pack("!H", outcome.code)
                     await writer.write_close(echo, reply=True)
+                    await writer.wait_flushed()  # e.g. our own close, still being sent
                     if not self._is_server:
                         await self._wait_for_eof()
                     return
                 code = getattr(outcome, "close_code", None)
                 if code is None or writer.broken or writer.close_sent:
                     return
+                await self._let_handlers_finish()
                 reason = str(outcome).encode("utf-8")[:123].decode("utf-8", "ignore")
                 if await writer.write_close(struct.pack("!H", code) + reason.encode("utf-8"),
                                             reply=True):
                     await self._wait_for_eof()
             except ConnectionClosedError:
                 pass  # the peer is gone: nothing more to say
+
+    async def _let_handlers_finish(self) -> None:
+        """Parallel handlers of messages that arrived before the close (or before the
+        peer's error) answer before our close frame; they get half of close_timeout,
+        so the close frame still fits in it. Then they are cancelled."""
+        if self._in_flight:
+            with trio.move_on_after(self._config.close_timeout / 2):
+                await self._handlers_idle.wait()
 
     async def _wait_for_eof(self) -> None:
         """Half-close if possible and discard input until the peer closes.

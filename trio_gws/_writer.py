@@ -160,6 +160,18 @@ class FrameWriter:
         await self._write(encode, after_close=True)
         return True
 
+    async def wait_flushed(self) -> None:
+        """Wait until every frame written or queued so far was handed to the stream.
+
+        Closing the stream under a frame still being sent would cut it short (our own
+        close frame included).
+        """
+        while True:
+            async with self._lock:
+                if not self._queue and not self._draining:
+                    return
+            await trio.sleep(0)  # let a drain task that has not started take the lock
+
     def write_async(self, encoder: Encoder) -> None:
         """Queue a frame without waiting; raises WriteQueueFullError at the bound."""
         self.check_open()
