@@ -293,6 +293,11 @@ RESPONSES_OK: list[tuple[list[str], dict[str, Any], DeflateParams | None]] = [
     ([f"{PMD}; client_max_window_bits=10"], {"client_max_window_bits": 12}, P(client_max_window_bits=10)),
     ([f"{PMD}; client_max_window_bits=12"], {"client_max_window_bits": 12}, P(client_max_window_bits=12)),
     ([f'{PMD}; client_max_window_bits="10"'], {}, P(client_max_window_bits=10)),
+    # Larger windows than we asked for are safe, so tolerated: we inflate with the
+    # server's window and keep compressing within ours (Autobahn 13.4 / 13.6).
+    ([f"{PMD}; server_max_window_bits=11"], {"server_max_window_bits": 10}, P(server_max_window_bits=11, client_max_window_bits=15)),
+    ([f"{PMD}; client_max_window_bits=12"], {"client_max_window_bits": 10}, P(client_max_window_bits=10)),
+    ([f"{PMD}; client_max_window_bits=15"], {"client_max_window_bits": 12}, P(client_max_window_bits=12)),
     (
         [f" {PMD} ; server_no_context_takeover ;client_no_context_takeover; server_max_window_bits=9; client_max_window_bits=10 "],
         {},
@@ -322,11 +327,8 @@ RESPONSES_BAD: list[tuple[list[str], dict[str, Any]]] = [
     ([f"{PMD}; client_no_context_takeover=x"], {}),
     ([f"{PMD}; server_max_window_bits"], {}),
     *[([f"{PMD}; server_max_window_bits={v}"], {}) for v in ("16", "7", "08", "x")],
-    ([f"{PMD}; server_max_window_bits=11"], {"server_max_window_bits": 10}),
-    ([f"{PMD}; server_max_window_bits=15"], {"server_max_window_bits": 10}),
     ([f"{PMD}; client_max_window_bits"], {}),
     *[([f"{PMD}; client_max_window_bits={v}"], {}) for v in ("16", "7", "010")],
-    ([f"{PMD}; client_max_window_bits=12"], {"client_max_window_bits": 10}),
     ([f"{PMD};"], {}),
     ([f"{PMD}; server_max_window_bits=10 x"], {}),
 ]
