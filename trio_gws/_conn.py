@@ -159,7 +159,6 @@ class Conn:
         self._read_deadline = math.inf
         self._receive_scope: trio.CancelScope | None = None
         self._failure: WebSocketError | None = None
-        self._listening = False
         self._reader_task: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
         self._ended = trio.Event()
@@ -281,7 +280,7 @@ class Conn:
             pass  # the transport failed: listen() ends by itself
         if trio.lowlevel.current_task() is self._reader_task:
             return
-        if self._listening:
+        if self._reader_task is not None:
             await self._ended.wait()
         else:
             await self.listen()
@@ -318,9 +317,8 @@ class Conn:
         Returns normally however the connection ended (the handler learns how through
         ``on_close`` or ``on_error``); only cancellation propagates.
         """
-        if self._listening:
+        if self._reader_task is not None:
             raise RuntimeError("listen() is already running or has run")
-        self._listening = True
         self._reader_task = trio.lowlevel.current_task()
         try:
             async with trio.open_nursery() as nursery:

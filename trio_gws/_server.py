@@ -148,13 +148,8 @@ class Upgrader:
                     pass
         await trio.aclose_forcefully(stream)
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Handshake and run one connection; never raises (for ``trio.serve_listeners``)."""
-        conn = await self._upgrade_quietly(stream)
-        if conn is not None:
-            await conn.listen()
-
     async def _upgrade_quietly(self, stream: trio.abc.Stream) -> Conn | None:
+        """``upgrade`` for a server loop: failures are logged, never raised."""
         try:
             return await self.upgrade(stream)
         except (HandshakeError, WebSocketTimeoutError) as exc:

@@ -26,7 +26,7 @@ import trio
 
 from ._errors import ConnectionClosedError, WebSocketError, WriteQueueFullError
 from ._frames import encode_frame, frame_header
-from ._mask import Buffer, apply_mask, new_mask_key
+from ._mask import Buffer
 from ._types import Opcode
 
 if TYPE_CHECKING:
@@ -93,14 +93,10 @@ class FrameWriter:
 
     def _encode_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> bytes | list[Buffer]:
         """A message from several buffers: a list of pieces to send back to back."""
-        total = sum(len(part) for part in parts)
-        compressor = self._compressor
-        if compressor is not None and total >= self._threshold:
+        if self._compressor is not None or self._mask:
+            # Compressing and masking both need the payload in one piece anyway.
             return self.encode_message(opcode, b"".join(parts))
-        if self._mask:
-            key = new_mask_key()
-            header = frame_header(opcode, total, mask_key=key)
-            return header + apply_mask(b"".join(parts), key)
+        total = sum(len(part) for part in parts)
         header = frame_header(opcode, total)
         if total < _JOIN_BELOW:
             return b"".join([header, *parts])
