@@ -303,6 +303,46 @@ def server_conn_pair(
     return conn, Peer(theirs, client=is_server)
 
 
+def make_conn(
+    handler: Recorder,
+    config: Config | None = None,
+    *,
+    is_server: bool = True,
+    deflate: DeflateParams | None = None,
+    record: bool = False,
+) -> tuple[Conn, Peer, RecordingStream | None]:
+    """Like server_conn_pair; ``record`` keeps what each ``send_all`` was given."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    stream: trio.abc.Stream = ours
+    recording = None
+    if record:
+        stream = recording = RecordingStream(ours)
+    conn = Conn(stream, handler, config if config is not None else Config(),
+                is_server=is_server, request=Request("GET", "/", Headers()), deflate=deflate)
+    return conn, Peer(theirs, client=is_server), recording
+
+
+class RecordingStream(trio.abc.Stream):
+    """Passes everything through and remembers each object given to ``send_all``."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.sent: list[Any] = []
+
+    async def send_all(self, data: Any) -> None:
+        self.sent.append(data)
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 # -- HTTP --------------------------------------------------------------------------
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from collections.abc import Callable, Coroutine, MutableMapping
+import types
+from collections.abc import Callable, Coroutine, Generator, MutableMapping
 from typing import TYPE_CHECKING, Any, Union
 
 import trio
@@ -101,6 +102,38 @@ def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
         if leaves and all(leaf is not None for leaf in leaves):
             return leaves[0]
     return None
+
+
+@types.coroutine
+def _run_corked(coro: Coroutine[Any, Any, None],
+                before_blocking: Callable[[], None]) -> Generator[Any, Any, None]:
+    """``await coro``, calling ``before_blocking()`` whenever it is about to block.
+
+    This is ``yield from`` written out: each value ``coro`` yields is a Trio trap on
+    its way to the scheduler, i.e. the task is about to block. ``before_blocking``
+    must not await (the trap's bookkeeping is already done): it only schedules work.
+    """
+    try:
+        trap = coro.send(None)
+    except StopIteration:
+        return
+    while True:
+        before_blocking()
+        try:
+            value = yield trap
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                trap = coro.send(value)
+            except StopIteration:
+                return
 
 
 class Conn:
@@ -361,28 +394,38 @@ class Conn:
     async def _read_until_close(self) -> CloseReceived:
         handler = self._handler
         reader = self._reader
+        writer = self._writer
         stream = self._stream
         size = self._config.read_buffer_size
         data: bytes | bytearray = self._leftover
         self._leftover = b""
+        # Sequential handlers run in this task: cork what they write while handling
+        # one read and send it in one piece before reading again (see FrameWriter).
+        cork_task = trio.lowlevel.current_task() if self._limiter is None else None
         while True:
             if data:
-                for event in reader.receive(data):
-                    kind = type(event)
-                    if kind is Message:
-                        if self._limiter is None:
-                            await self._callback(handler.on_message, self, event)
+                writer.cork_task = cork_task
+                try:
+                    for event in reader.receive(data):
+                        kind = type(event)
+                        if kind is Message:
+                            if self._limiter is None:
+                                await self._callback(handler.on_message, self, event)
+                            else:
+                                await self._start_parallel(event)  # type: ignore[arg-type]
+                        elif kind is Ping:
+                            await self._callback(handler.on_ping, self, event.payload)  # type: ignore[union-attr]
+                        elif kind is Pong:
+                            if self._pong_seen is not None:
+                                self._pong_seen.set()
+                            await self._callback(handler.on_pong, self, event.payload)  # type: ignore[union-attr]
                         else:
-                            await self._start_parallel(event)  # type: ignore[arg-type]
-                    elif kind is Ping:
-                        await self._callback(handler.on_ping, self, event.payload)  # type: ignore[union-attr]
-                    elif kind is Pong:
-                        if self._pong_seen is not None:
-                            self._pong_seen.set()
-                        await self._callback(handler.on_pong, self, event.payload)  # type: ignore[union-attr]
-                    else:
-                        assert isinstance(event, CloseReceived)
-                        return event
+                            assert isinstance(event, CloseReceived)
+                            return event
+                finally:
+                    writer.cork_task = None
+                if writer.has_unsent:
+                    await writer.flush()
             if self._read_deadline == math.inf:
                 data = await stream.receive_some(size)
             else:
@@ -403,7 +446,10 @@ class Conn:
         self, method: Callable[..., Coroutine[Any, Any, None]], *args: Any
     ) -> None:
         try:
-            await method(*args)
+            if self._writer.cork_task is None:
+                await method(*args)
+            else:
+                await _run_corked(method(*args), self._writer.flush_soon)
         except ConnectionClosedError:
             if self._writer.broken or not self._writer.close_requested:
                 raise  # our own write failed: a transport problem, not a handler bug

@@ -14,6 +14,16 @@ Messages are encoded, and compressed, at the moment they are sent, under the loc
 the compressor sees messages in wire order (which context takeover depends on).
 The queue is bounded by ``write_queue_size``: a peer that does not read cannot make
 the server's memory grow without bound.
+
+Corking. Frames that the reader's own task writes while it handles the events of one
+read (an echo, a pong) are gathered in ``_unsent`` and leave in one ``send_all`` when
+the reader is done with that read, instead of one ``send_all`` (one system call and
+one trip through Trio's scheduler) each. Nothing waits behind a corked frame: whoever
+takes the lock next sends ``_unsent`` before its own frame, the reader flushes before
+it reads again, and a handler that is about to block hands them to a flush task first
+(``flush_soon``; see ``Conn``), so a corked frame never waits on anything but the
+code that runs without yielding right after it. Corking only happens while the lock is
+free and the queue empty, which keeps call order.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
 
 #: Below this size a vectored message is joined before sending: one syscall is cheaper.
 _JOIN_BELOW = 64 * 1024
+
+#: Corked frames are sent once they reach this many bytes (one send of moderate size).
+_CORK_LIMIT = 64 * 1024
 
 
 class _Queued:
@@ -77,6 +90,12 @@ class FrameWriter:
         self._queued_async = 0
         self._draining = False
         self._nursery: trio.Nursery | None = None
+        # The task whose writes may be corked (the reader, while it handles a read).
+        self.cork_task: trio.lowlevel.Task | None = None
+        self._unsent: list[bytes] = []
+        self._unsent_size = 0
+        self._flush_scheduled = False
+        self._unsent_lost = 0  # corked frames a failed send took down with it
         self.close_requested = False
         self.close_sent = False
         self.broken = False
@@ -156,6 +175,35 @@ class FrameWriter:
         await self._write(encode, after_close=True)
         return True
 
+    @property
+    def has_unsent(self) -> bool:
+        """True while corked frames wait for ``flush``."""
+        return bool(self._unsent)
+
+    async def flush(self) -> None:
+        """Send the corked frames now (unless the transport already failed)."""
+        if self._unsent:
+            if self._lock.locked():
+                async with self._lock:
+                    if self._unsent and not self.broken:
+                        await self._send(b"")
+            elif not self.broken:
+                await self._send_now(b"")
+
+    def flush_soon(self) -> None:
+        """The corking task is about to block: a helper task sends the corked frames."""
+        if self._unsent and not self._flush_scheduled and self._nursery is not None:
+            self._flush_scheduled = True
+            self._nursery.start_soon(self._flush_task)
+
+    async def _flush_task(self) -> None:
+        try:
+            await self.flush()
+        except WebSocketError:
+            pass  # on_broken has failed the connection already
+        finally:
+            self._flush_scheduled = False
+
     async def wait_flushed(self) -> None:
         """Wait until every frame written or queued so far was handed to the stream.
 
@@ -165,6 +213,8 @@ class FrameWriter:
         while True:
             async with self._lock:
                 if not self._queue and not self._draining:
+                    if self._unsent and not self.broken:
+                        await self._send(b"")
                     return
             await trio.sleep(0)  # let a drain task that has not started take the lock
 
@@ -189,14 +239,41 @@ class FrameWriter:
 
     async def _write(self, encoder: Callable[[], bytes | list[Buffer]],
                      after_close: bool = False) -> None:
-        """Send now under the lock, or join the queue while it has work (order)."""
+        """Cork, send now under the lock, or join the queue while it has work (order)."""
+        if (self.cork_task is not None and not self._lock.locked() and not self._queue
+                and not self._draining and trio.lowlevel.current_task() is self.cork_task):
+            if self.broken or (self.close_sent and not after_close):
+                raise self.closed_error()
+            frame = encoder()
+            if isinstance(frame, bytes) and self._unsent_size + len(frame) < _CORK_LIMIT:
+                self._unsent.append(frame)
+                self._unsent_size += len(frame)
+                return
+            await self._send_now(frame)  # the corked frames first
+            return
         if self._draining or self._queue:
             await self._wait_in_queue(encoder)
+            return
+        if not self._lock.locked():
+            if self.broken or (self.close_sent and not after_close):
+                raise self.closed_error()
+            await self._send_now(encoder())
             return
         async with self._lock:
             if self.broken or (self.close_sent and not after_close):
                 raise self.closed_error()
             await self._send(encoder())
+
+    async def _send_now(self, frame: bytes | list[Buffer]) -> None:
+        """Send with the lock known to be free: take it without the scheduler round
+        trip ``async with`` costs (``send_all`` checkpoints anyway). A cancelled caller
+        must raise before the lock: ``_send`` takes cancellation for a cut frame."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._lock.acquire_nowait()
+        try:
+            await self._send(frame)
+        finally:
+            self._lock.release()
 
     async def _wait_in_queue(self, encoder: Encoder) -> None:
         item = _Queued(encoder, trio.Event())
@@ -262,8 +339,11 @@ class FrameWriter:
 
     def fail_queue(self) -> int:
         """The connection ended: fail every waiting writer; return how many queued
-        messages were dropped by this call."""
-        dropped = 0
+        (or corked) messages were dropped by this call."""
+        dropped = len(self._unsent) + self._unsent_lost
+        self._unsent_lost = 0
+        self._unsent = []
+        self._unsent_size = 0
         while self._queue:
             item = self._queue.popleft()
             if item.waiter is None:
@@ -276,6 +356,25 @@ class FrameWriter:
         return dropped
 
     async def _send(self, frame: bytes | list[Buffer]) -> None:
+        """Send ``frame`` under the lock, after the corked frames."""
+        if self._unsent:
+            pending = self._unsent
+            corked = len(pending)
+            self._unsent = []
+            self._unsent_size = 0
+            if isinstance(frame, list):
+                frame = [b"".join(pending), *frame]
+            elif len(frame) < _JOIN_BELOW:
+                pending.append(frame)
+                frame = b"".join(pending)
+            else:
+                frame = [b"".join(pending), frame]
+            try:
+                await self._send(frame)
+            except BaseException:
+                self._unsent_lost += corked  # their writers were told all was well
+                raise
+            return
         try:
             if isinstance(frame, list):
                 for piece in frame:
