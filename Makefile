@@ -13,7 +13,9 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the C source too: the editable install compiles trio_gws._speedups only
+# when it runs, so a change to either reinstalls.
+$(STAMP): pyproject.toml setup.py trio_gws/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
