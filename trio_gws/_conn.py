@@ -143,6 +143,14 @@ class Conn:
     client, after the opening handshake. Call ``listen()`` to run it.
     """
 
+    __slots__ = (
+        "_close_deadline", "_config", "_ended", "_failure", "_handler", "_handlers_idle",
+        "_in_flight", "_is_server", "_leftover", "_limiter", "_nursery", "_pong_seen",
+        "_read_deadline", "_read_scope", "_reader", "_reader_task", "_receive_scope",
+        "_reported", "_stream", "_writer", "deflate_params", "local_address",
+        "remote_address", "request", "session", "subprotocol", "__weakref__",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -194,14 +202,15 @@ class Conn:
         self._failure: WebSocketError | None = None
         self._reader_task: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
-        self._ended = trio.Event()
+        # Created when someone waits for the end (most connections: nobody); True
+        # once it happened. Events are small, but not times thousands of idle conns.
+        self._ended: trio.Event | bool = False
         self._reported = False
         self._pong_seen: trio.Event | None = None
         self._limiter = (trio.CapacityLimiter(config.parallel_limit)
                          if config.parallel_enabled else None)
         self._in_flight = 0
-        self._handlers_idle = trio.Event()
-        self._handlers_idle.set()
+        self._handlers_idle: trio.Event | None = None  # set up by the first parallel handler
 
     # -- state -----------------------------------------------------------------------
 
@@ -222,7 +231,7 @@ class Conn:
     @property
     def closed(self) -> bool:
         """True once the connection has fully ended (the stream is closed)."""
-        return self._ended.is_set()
+        return self._ended is True
 
     @property
     def queued(self) -> int:
@@ -314,7 +323,10 @@ class Conn:
         if trio.lowlevel.current_task() is self._reader_task:
             return
         if self._reader_task is not None:
-            await self._ended.wait()
+            if self._ended is False:
+                self._ended = trio.Event()
+            if self._ended is not True:
+                await self._ended.wait()
         else:
             await self.listen()
 
@@ -484,6 +496,7 @@ class Conn:
             self._limiter.release_on_behalf_of(token)
             self._in_flight -= 1
             if not self._in_flight:
+                assert self._handlers_idle is not None
                 self._handlers_idle.set()
 
     # -- keepalive -------------------------------------------------------------------
@@ -542,6 +555,7 @@ class Conn:
         so the close frame still fits in it. Then they are cancelled."""
         if self._in_flight:
             with trio.move_on_after(self._config.close_timeout / 2):
+                assert self._handlers_idle is not None
                 await self._handlers_idle.wait()
 
     async def _wait_for_eof(self) -> None:
@@ -579,7 +593,9 @@ class Conn:
         try:
             await self._notify(outcome, shielded)
         finally:
-            self._ended.set()
+            if isinstance(self._ended, trio.Event):
+                self._ended.set()
+            self._ended = True
 
     async def _notify(self, outcome: Outcome, shielded: bool) -> None:
         with trio.CancelScope(shield=shielded) as scope:

@@ -19,34 +19,40 @@ _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Headers:
-    """Header fields in arrival order, looked up case-insensitively."""
+    """Header fields in arrival order, looked up case-insensitively.
 
-    __slots__ = ("_items", "_index")
+    Lookups scan the list: a handshake has a dozen fields and a handful of lookups,
+    and every connection keeps its request's headers, so no index is kept.
+    """
+
+    __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
         for name, value in items:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
-        self._index.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        values = self._index.get(name.lower())
-        return values[0] if values else default
+        wanted = name.lower()
+        for field, value in self._items:
+            if field.lower() == wanted:
+                return value
+        return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in arrival order."""
-        return list(self._index.get(name.lower(), ()))
+        wanted = name.lower()
+        return [value for field, value in self._items if field.lower() == wanted]
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated list elements of every ``name`` field, lower-cased."""
         return [
             part.strip().lower()
-            for value in self._index.get(name.lower(), ())
+            for value in self.get_all(name)
             for part in value.split(",")
             if part.strip()
         ]
@@ -55,7 +61,7 @@ class Headers:
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)

@@ -49,6 +49,12 @@ class FrameReader:
     error, further input is ignored.
     """
 
+    __slots__ = (
+        "_buf", "_check_text", "_decompressor", "_done", "_expect_masked", "_frame_fin",
+        "_frame_left", "_frame_offset", "_in_frame", "_mask_key", "_max",
+        "_msg_compressed", "_msg_opcode", "_msg_parts", "_msg_size", "_validator",
+    )
+
     def __init__(
         self,
         *,

@@ -160,42 +160,55 @@ class Upgrader:
 
 
 class _ConnectionTracker:
-    """The live connections of one ``serve()``, for a graceful shutdown.
+    """The connections of one ``serve()``, for a graceful shutdown.
 
-    Once upgraded, a connection runs in a shielded cancel scope: cancelling ``serve``
-    must not tear it down mid-frame, but send it 1001 and give it ``close_timeout``
-    to finish its close handshake. Only then are the stragglers cancelled.
+    Connections run in a nursery under a shielded cancel scope: cancelling ``serve``
+    must not tear them down mid-frame, but send them 1001 and give them
+    ``close_timeout`` to finish their close handshakes; only then is that nursery
+    cancelled. One shield for the server rather than one cancel scope per connection
+    keeps idle connections small. Handshakes still in progress have their own scope
+    and are abandoned at once.
     """
 
     def __init__(self, upgrader: Upgrader) -> None:
         self._upgrader = upgrader
-        self._live: dict[Conn, trio.CancelScope] = {}
+        self._live: set[Conn] = set()
+        self._handshaking: set[trio.CancelScope] = set()
         self._all_done = trio.Event()
         self._all_done.set()
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        conn = await self._upgrader._upgrade_quietly(stream)
+        with trio.CancelScope() as scope:
+            self._handshaking.add(scope)
+            try:
+                conn = await self._upgrader._upgrade_quietly(stream)
+            finally:
+                self._handshaking.discard(scope)
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(stream)
+            return
         if conn is None:
             return
-        with trio.CancelScope(shield=True) as scope:
-            self._live[conn] = scope
-            self._all_done = trio.Event()
-            try:
-                await conn.listen()
-            finally:
-                del self._live[conn]
-                if not self._live:
-                    self._all_done.set()
+        self._live.add(conn)
+        self._all_done = trio.Event()
+        try:
+            await conn.listen()
+        finally:
+            self._live.discard(conn)
+            if not self._live:
+                self._all_done.set()
 
-    async def shutdown(self, timeout: float) -> None:
-        """Send 1001 to every live connection; cancel those still open after ``timeout``."""
+    async def shutdown(self, timeout: float, connections: trio.Nursery) -> None:
+        """Abandon handshakes, send 1001 to every live connection, and cancel those
+        still open after ``timeout``."""
+        for scope in list(self._handshaking):
+            scope.cancel()
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
                 for conn in list(self._live):
                     nursery.start_soon(self._going_away, conn)
                 await self._all_done.wait()
-        for scope in self._live.values():
-            scope.cancel()
+        connections.cancel_scope.cancel()
 
     @staticmethod
     async def _going_away(conn: Conn) -> None:
@@ -233,7 +246,8 @@ async def serve(
             trio.SSLListener(listener, ssl_context, https_compatible=False)
             for listener in tcp_listeners
         ]
-    async with trio.open_nursery() as connections:
+    async with trio.open_nursery() as outer:
+        connections: trio.Nursery = await outer.start(_shielded_nursery)
         try:
             await trio.serve_listeners(tracker.serve_stream, listeners,
                                        handler_nursery=connections, task_status=task_status)
@@ -241,4 +255,13 @@ async def serve(
             # serve_listeners only ends by an exception (normally cancellation); its
             # listeners are closed by now, so no new connection can arrive.
             with trio.CancelScope(shield=True):
-                await tracker.shutdown(upgrader.config.close_timeout)
+                await tracker.shutdown(upgrader.config.close_timeout, connections)
+
+
+async def _shielded_nursery(task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    """A nursery that an outer cancellation cannot reach (see _ConnectionTracker);
+    it runs until its own cancel scope is cancelled."""
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()

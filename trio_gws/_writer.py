@@ -52,6 +52,52 @@ _JOIN_BELOW = 64 * 1024
 _CORK_LIMIT = 64 * 1024
 
 
+class _WriteLock:
+    """A FIFO lock like ``trio.StrictFIFOLock`` whose parking lot exists only once a
+    writer had to wait: most connections never contend, and thousands of idle ones
+    should not each carry one (see the per-connection memory in benchmarks/)."""
+
+    __slots__ = ("_held", "_lot")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot: trio.lowlevel.ParkingLot | None = None
+
+    def locked(self) -> bool:
+        return self._held
+
+    def acquire_nowait(self) -> None:
+        assert not self._held
+        self._held = True
+
+    async def acquire(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._held:
+            self._held = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        await self._lot.park()  # release() hands the lock over: _held stays True
+
+    def release(self) -> None:
+        if self._lot:
+            self._lot.unpark()
+        else:
+            self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+#: The queue of a connection that has nothing queued (most of them): shared, never
+#: appended to; ``_enqueue`` swaps in a real deque.
+_NO_QUEUE: deque[_Queued] = deque(maxlen=0)
+
+
 class _Queued:
     """One queued frame; ``waiter`` is set when a direct writer awaits its outcome."""
 
@@ -66,6 +112,13 @@ class _Queued:
 
 class FrameWriter:
     """Serialises a connection's frames onto its stream."""
+
+    __slots__ = (
+        "_compressor", "_draining", "_flush_scheduled", "_lock", "_mask", "_nursery",
+        "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async",
+        "_stream", "_threshold", "_unsent", "_unsent_lost", "_unsent_size", "broken",
+        "close_requested", "close_sent", "cork_task", "dropped", "peer_close",
+    )
 
     def __init__(
         self,
@@ -85,8 +138,8 @@ class FrameWriter:
         self._queue_size = queue_size
         self._on_broken = on_broken
         self._on_overflow = on_overflow
-        self._lock = trio.StrictFIFOLock()
-        self._queue: deque[_Queued] = deque()
+        self._lock = _WriteLock()
+        self._queue = _NO_QUEUE
         self._queued_async = 0
         self._draining = False
         self._nursery: trio.Nursery | None = None
@@ -233,7 +286,7 @@ class FrameWriter:
             self._on_overflow(error)
             raise error
         self._queued_async += 1
-        self._queue.append(_Queued(encoder, None))
+        self._enqueue(_Queued(encoder, None))
         if not self._draining and self._nursery is not None:
             self._spawn_drain()
 
@@ -278,7 +331,7 @@ class FrameWriter:
     async def _wait_in_queue(self, encoder: Encoder) -> None:
         item = _Queued(encoder, trio.Event())
         assert item.waiter is not None
-        self._queue.append(item)
+        self._enqueue(item)
         if not self._draining and self._nursery is not None:
             self._spawn_drain()
         try:
@@ -288,6 +341,11 @@ class FrameWriter:
             raise
         if item.error is not None:
             raise item.error
+
+    def _enqueue(self, item: _Queued) -> None:
+        if self._queue is _NO_QUEUE:
+            self._queue = deque()
+        self._queue.append(item)
 
     def _spawn_drain(self) -> None:
         assert self._nursery is not None
@@ -327,10 +385,12 @@ class FrameWriter:
             # forever, while another task holds the lock). What is left is failed by
             # fail_queue() when the connection ends.
             self._draining = False
+            if not self._queue:
+                self._queue = _NO_QUEUE
 
     def _discard_async(self) -> int:
         """Drop the queued ``write_async`` messages (not direct writers waiting)."""
-        kept = deque(item for item in self._queue if item.waiter is not None)
+        kept = deque(item for item in self._queue if item.waiter is not None) or _NO_QUEUE
         dropped = len(self._queue) - len(kept)
         self._queue = kept
         self._queued_async -= dropped
@@ -352,6 +412,7 @@ class FrameWriter:
             else:
                 item.error = self.closed_error()
                 item.waiter.set()
+        self._queue = _NO_QUEUE
         self.dropped += dropped
         return dropped
 
