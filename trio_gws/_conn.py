@@ -387,10 +387,28 @@ class Conn:
         await self._end(outcome)
 
     async def _read_phase(self) -> Outcome:
+        """Handle events in wire order until the peer's close frame or a failure."""
         try:
             with self._read_scope:
                 await self._callback(self._handler.on_open, self)
-                return await self._read_until_close()
+                # The loop is here, not in a helper: an idle connection waits in
+                # receive_some with one coroutine frame less (memory per connection).
+                stream = self._stream
+                size = self._config.read_buffer_size
+                data: bytes | bytearray = self._leftover
+                self._leftover = b""
+                while True:
+                    if data:
+                        close = await self._handle_read(data)
+                        if close is not None:
+                            return close
+                    if self._read_deadline == math.inf:
+                        data = await stream.receive_some(size)
+                    else:
+                        data = await self._receive_with_deadline(size)
+                    if not data:
+                        raise ConnectionClosedError(
+                            "the peer closed the stream without a close frame")
         except (ProtocolError, HandlerError, WebSocketTimeoutError,
                 ConnectionClosedError) as exc:
             return self._failure or exc
@@ -403,47 +421,38 @@ class Conn:
             f"no close frame from the peer within {self._config.close_timeout}s"
         )
 
-    async def _read_until_close(self) -> CloseReceived:
+    async def _handle_read(self, data: bytes | bytearray) -> CloseReceived | None:
+        """Hand the events of one read to the handler, in order; the close, if any.
+
+        Sequential handlers run in this task: what they write is corked and leaves in
+        one piece before the next read (see FrameWriter).
+        """
         handler = self._handler
-        reader = self._reader
         writer = self._writer
-        stream = self._stream
-        size = self._config.read_buffer_size
-        data: bytes | bytearray = self._leftover
-        self._leftover = b""
-        # Sequential handlers run in this task: cork what they write while handling
-        # one read and send it in one piece before reading again (see FrameWriter).
-        cork_task = trio.lowlevel.current_task() if self._limiter is None else None
-        while True:
-            if data:
-                writer.cork_task = cork_task
-                try:
-                    for event in reader.receive(data):
-                        kind = type(event)
-                        if kind is Message:
-                            if self._limiter is None:
-                                await self._callback(handler.on_message, self, event)
-                            else:
-                                await self._start_parallel(event)  # type: ignore[arg-type]
-                        elif kind is Ping:
-                            await self._callback(handler.on_ping, self, event.payload)  # type: ignore[union-attr]
-                        elif kind is Pong:
-                            if self._pong_seen is not None:
-                                self._pong_seen.set()
-                            await self._callback(handler.on_pong, self, event.payload)  # type: ignore[union-attr]
-                        else:
-                            assert isinstance(event, CloseReceived)
-                            return event
-                finally:
-                    writer.cork_task = None
-                if writer.has_unsent:
-                    await writer.flush()
-            if self._read_deadline == math.inf:
-                data = await stream.receive_some(size)
-            else:
-                data = await self._receive_with_deadline(size)
-            if not data:
-                raise ConnectionClosedError("the peer closed the stream without a close frame")
+        parallel = self._limiter is not None
+        writer.cork_task = None if parallel else trio.lowlevel.current_task()
+        try:
+            for event in self._reader.receive(data):
+                kind = type(event)
+                if kind is Message:
+                    if parallel:
+                        await self._start_parallel(event)  # type: ignore[arg-type]
+                    else:
+                        await self._callback(handler.on_message, self, event)
+                elif kind is Ping:
+                    await self._callback(handler.on_ping, self, event.payload)  # type: ignore[union-attr]
+                elif kind is Pong:
+                    if self._pong_seen is not None:
+                        self._pong_seen.set()
+                    await self._callback(handler.on_pong, self, event.payload)  # type: ignore[union-attr]
+                else:
+                    assert isinstance(event, CloseReceived)
+                    return event
+        finally:
+            writer.cork_task = None
+        if writer.has_unsent:
+            await writer.flush()
+        return None
 
     async def _receive_with_deadline(self, size: int) -> bytes | bytearray:
         with trio.CancelScope(deadline=self._read_deadline) as scope:

@@ -9,6 +9,7 @@ with the status a server should answer (400, 414 or 431).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 
@@ -21,32 +22,36 @@ _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 class Headers:
     """Header fields in arrival order, looked up case-insensitively.
 
-    Lookups scan the list: a handshake has a dozen fields and a handful of lookups,
-    and every connection keeps its request's headers, so no index is kept.
+    Every connection keeps its request's headers, so they are stored compactly: one
+    flat list of name, value, name, value..., names interned (the same dozen names
+    arrive on every connection), and no index: a handshake has a dozen fields and a
+    handful of lookups, which a scan serves as fast.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_flat",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
+        self._flat: list[str] = []
         for name, value in items:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((name, value))
+        self._flat += (sys.intern(name), value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         wanted = name.lower()
-        for field, value in self._items:
-            if field.lower() == wanted:
-                return value
+        flat = self._flat
+        for i in range(0, len(flat), 2):
+            if flat[i].lower() == wanted:
+                return flat[i + 1]
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in arrival order."""
         wanted = name.lower()
-        return [value for field, value in self._items if field.lower() == wanted]
+        flat = self._flat
+        return [flat[i + 1] for i in range(0, len(flat), 2) if flat[i].lower() == wanted]
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated list elements of every ``name`` field, lower-cased."""
@@ -58,19 +63,20 @@ class Headers:
         ]
 
     def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
+        flat = self._flat
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return iter(self.items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._flat) // 2
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
 
 def header_items(
