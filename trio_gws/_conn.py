@@ -105,18 +105,15 @@ def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
 
 
 @types.coroutine
-def _run_corked(coro: Coroutine[Any, Any, None],
-                before_blocking: Callable[[], None]) -> Generator[Any, Any, None]:
-    """``await coro``, calling ``before_blocking()`` whenever it is about to block.
+def _resume_corked(coro: Coroutine[Any, Any, None], trap: Any,
+                   before_blocking: Callable[[], None]) -> Generator[Any, Any, None]:
+    """Finish awaiting ``coro``, which just yielded ``trap``, calling
+    ``before_blocking()`` each time it is about to block.
 
     This is ``yield from`` written out: each value ``coro`` yields is a Trio trap on
     its way to the scheduler, i.e. the task is about to block. ``before_blocking``
     must not await (the trap's bookkeeping is already done): it only schedules work.
     """
-    try:
-        trap = coro.send(None)
-    except StopIteration:
-        return
     while True:
         before_blocking()
         try:
@@ -251,7 +248,11 @@ class Conn:
 
     async def write_message(self, opcode: Opcode | int, payload: Payload) -> None:
         """Send one data message (TEXT or BINARY); ``str`` payloads are UTF-8 encoded."""
-        await self._writer.write_message(_data_opcode(opcode), _as_bytes(payload))
+        if type(payload) is not bytes:  # noqa: E721 (exact type: the fast path)
+            payload = _as_bytes(payload)
+        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+            opcode = _data_opcode(opcode)
+        await self._writer.write_message(opcode, payload)
 
     async def write_string(self, text: str) -> None:
         """Send a text message."""
@@ -470,7 +471,15 @@ class Conn:
             if self._writer.cork_task is None:
                 await method(*args)
             else:
-                await _run_corked(method(*args), self._writer.flush_soon)
+                # Run it by hand: most handlers finish without blocking (the common
+                # echo, a corked write); one that blocks must not hold corked frames.
+                coro = method(*args)
+                try:
+                    trap = coro.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    await _resume_corked(coro, trap, self._writer.flush_soon)
         except ConnectionClosedError:
             if self._writer.broken or not self._writer.close_requested:
                 raise  # our own write failed: a transport problem, not a handler bug

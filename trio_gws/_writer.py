@@ -48,8 +48,9 @@ Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
 #: Below this size a vectored message is joined before sending: one syscall is cheaper.
 _JOIN_BELOW = 64 * 1024
 
-#: Corked frames are sent once they reach this many bytes (one send of moderate size).
-_CORK_LIMIT = 64 * 1024
+#: Corked frames are sent once they reach this many bytes: one read's worth of echoes
+#: (reads are at most 64 KiB by default) goes out in one send.
+_CORK_LIMIT = 256 * 1024
 
 
 class _WriteLock:
@@ -198,7 +199,11 @@ class FrameWriter:
     # -- writing ---------------------------------------------------------------------
 
     async def write_message(self, opcode: Opcode, data: Buffer) -> None:
-        self.check_open()
+        if self.close_requested or self.broken:
+            raise self.closed_error()
+        if self.cork_task is not None and self._corkable():
+            await self._cork(self.encode_message(opcode, data))
+            return
         await self._write(lambda: self.encode_message(opcode, data))
 
     async def write_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> None:
@@ -293,16 +298,10 @@ class FrameWriter:
     async def _write(self, encoder: Callable[[], bytes | list[Buffer]],
                      after_close: bool = False) -> None:
         """Cork, send now under the lock, or join the queue while it has work (order)."""
-        if (self.cork_task is not None and not self._lock.locked() and not self._queue
-                and not self._draining and trio.lowlevel.current_task() is self.cork_task):
+        if self.cork_task is not None and self._corkable():
             if self.broken or (self.close_sent and not after_close):
                 raise self.closed_error()
-            frame = encoder()
-            if isinstance(frame, bytes) and self._unsent_size + len(frame) < _CORK_LIMIT:
-                self._unsent.append(frame)
-                self._unsent_size += len(frame)
-                return
-            await self._send_now(frame)  # the corked frames first
+            await self._cork(encoder())
             return
         if self._draining or self._queue:
             await self._wait_in_queue(encoder)
@@ -316,6 +315,19 @@ class FrameWriter:
             if self.broken or (self.close_sent and not after_close):
                 raise self.closed_error()
             await self._send(encoder())
+
+    def _corkable(self) -> bool:
+        """Corking keeps call order only while nobody holds the lock or waits in line."""
+        return (not self._lock.locked() and not self._queue and not self._draining
+                and trio.lowlevel.current_task() is self.cork_task)
+
+    async def _cork(self, frame: bytes | list[Buffer]) -> None:
+        """Keep ``frame`` for the flush, or send everything now past the cork limit."""
+        if isinstance(frame, bytes) and self._unsent_size + len(frame) < _CORK_LIMIT:
+            self._unsent.append(frame)
+            self._unsent_size += len(frame)
+            return
+        await self._send_now(frame)  # the corked frames first
 
     async def _send_now(self, frame: bytes | list[Buffer]) -> None:
         """Send with the lock known to be free: take it without the scheduler round
