@@ -35,10 +35,17 @@ echo "== mypy --strict"
 "$PYTHON" -m mypy
 mypy_status=$?
 
-echo "== pytest"
 # The compiled masking must have been built: its tests fail instead of skipping.
 # (Set TRIO_GWS_REQUIRE_SPEEDUPS=0 on a machine without a C compiler.)
 export TRIO_GWS_REQUIRE_SPEEDUPS=${TRIO_GWS_REQUIRE_SPEEDUPS:-1}
+
+echo "== pytest with the pure-Python masking forced (the fallback's own pass)"
+TRIO_GWS_NO_SPEEDUPS=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_mask.py \
+    tests/test_frames.py tests/test_reader.py tests/test_properties.py tests/test_conn.py \
+    2>&1 | tail -n 3
+fallback_status=${PIPESTATUS[0]}
+
+echo "== pytest"
 "$PYTHON" -m pytest -q -p no:cacheprovider 2>&1 | tee "$logs/pytest.log"
 pytest_status=${PIPESTATUS[0]}
 
@@ -51,10 +58,12 @@ echo "== Autobahn finished after $((SECONDS - started)) s with status $autobahn_
 echo
 echo "mypy: $([[ $mypy_status == 0 ]] && echo ok || echo FAILED)," \
     "autobahn: $([[ $autobahn_status == 0 ]] && echo ok || echo FAILED)," \
+    "pytest (pure masking): $([[ $fallback_status == 0 ]] && echo ok || echo FAILED)," \
     "pytest: $([[ $pytest_status == 0 ]] && echo ok || echo FAILED)"
 # Repeat pytest's own closing line last, so it is the run's final word on test counts.
 tail -n 1 "$logs/pytest.log"
 
-if [[ $mypy_status != 0 || $pytest_status != 0 || $autobahn_status != 0 ]]; then
+if [[ $mypy_status != 0 || $pytest_status != 0 || $fallback_status != 0
+      || $autobahn_status != 0 ]]; then
     exit 1
 fi

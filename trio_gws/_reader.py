@@ -41,6 +41,20 @@ _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 
 
+def _take(view: bytes | bytearray, start: int, length: int, key: bytes | None,
+          offset: int) -> bytes:
+    """``view[start:start + length]`` as bytes, unmasked with ``key`` if given.
+
+    Unmasking reads through a memoryview, so the masked bytes are copied once (by the
+    unmasking itself) instead of sliced first. The view is released before returning:
+    ``view`` may be a bytearray that is resized next.
+    """
+    if key is None:
+        return bytes(view[start:start + length])
+    with memoryview(view) as whole:
+        return apply_mask(whole[start:start + length], key, offset)
+
+
 class FrameReader:
     """Parses frames, reassembles messages and checks them.
 
@@ -78,7 +92,7 @@ class FrameReader:
         # the message being reassembled (None: between messages)
         self._msg_opcode: Opcode | None = None
         self._msg_compressed = False
-        self._msg_parts = bytearray()
+        self._msg_parts: list[bytes] = []
         self._msg_size = 0
         self._validator: Utf8Validator | None = None
 
@@ -196,9 +210,7 @@ class FrameReader:
                 start = pos + header_len
                 if opcode and fin and not compressed and avail >= header_len + length:
                     # Short path: a whole unfragmented message is already here.
-                    payload = bytes(view[start:start + length])
-                    if key is not None:
-                        payload = apply_mask(payload, key)
+                    payload = _take(view, start, length, key, 0)
                     pos = start + length
                     if opcode == 0x1:
                         text = decode_text(payload) if self._check_text else None
@@ -218,9 +230,7 @@ class FrameReader:
 
             take = min(self._frame_left, end - pos)
             if take:
-                chunk = bytes(view[pos:pos + take])
-                if self._mask_key is not None:
-                    chunk = apply_mask(chunk, self._mask_key, self._frame_offset)
+                chunk = _take(view, pos, take, self._mask_key, self._frame_offset)
                 pos += take
                 self._frame_offset += take
                 self._frame_left -= take
@@ -243,7 +253,7 @@ class FrameReader:
     def _start_message(self, opcode: Opcode, compressed: bool) -> None:
         self._msg_opcode = opcode
         self._msg_compressed = compressed
-        self._msg_parts = bytearray()
+        self._msg_parts = []
         self._msg_size = 0
         if opcode == _TEXT and self._check_text:
             self._validator = Utf8Validator()
@@ -257,7 +267,7 @@ class FrameReader:
         self._msg_size += len(chunk)
         if self._validator is not None:
             self._validator.feed(chunk)
-        self._msg_parts += chunk
+        self._msg_parts.append(chunk)
 
     def _finish_message(self) -> Message:
         if self._msg_compressed:
@@ -269,14 +279,15 @@ class FrameReader:
                 self._msg_size += len(tail)
                 if self._validator is not None:
                     self._validator.feed(tail)
-                self._msg_parts += tail
+                self._msg_parts.append(tail)
         if self._validator is not None:
             self._validator.feed(b"", final=True)
             self._validator = None
         assert self._msg_opcode is not None
-        message = Message(self._msg_opcode, bytes(self._msg_parts))
+        parts = self._msg_parts
+        message = Message(self._msg_opcode, parts[0] if len(parts) == 1 else b"".join(parts))
         self._msg_opcode = None
         self._msg_compressed = False
-        self._msg_parts = bytearray()
+        self._msg_parts = []
         self._msg_size = 0
         return message
