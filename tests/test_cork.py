@@ -6,6 +6,8 @@ The stream records each ``send_all``; a hand-driven Peer parses what arrives.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
 import trio.testing
@@ -240,3 +242,28 @@ async def test_parallel_handlers_are_not_corked() -> None:
         assert len(recording.sent) == 3
         await peer.send_close(1000)
         assert (await reader.next())[0] == CLOSE
+
+
+@pytest.mark.parametrize("is_server", [True, False], ids=["server", "client-masked"])
+async def test_large_frames_go_in_two_pieces_without_a_whole_copy(is_server: bool) -> None:
+    """A 100 KiB message: header plus the payload's first bytes, then a view of the
+    rest; the peer gets it intact (unmasked correctly on the client side)."""
+    rec = Recorder()
+    conn, peer, recording = make_conn(rec, is_server=is_server, record=True)
+    assert recording is not None
+    reader = MessageReader(peer)
+    payload = bytearray(random.Random(7).randbytes(100 * 1024))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await rec.wait_kind("open")
+        await conn.write_message(Opcode.BINARY, payload)
+        assert await reader.next() == (BINARY, bytes(payload))
+        first, rest = recording.sent
+        assert isinstance(rest, memoryview) and len(first) < 20 * 1024
+        await conn.write_message(Opcode.BINARY, b"small")
+        assert await reader.next() == (BINARY, b"small")
+        assert isinstance(recording.sent[2], bytes)
+        await peer.send_close(1000)
+        assert (await reader.next())[0] == CLOSE
+        await peer.aclose()  # a server closes the TCP first; the client waits for it
+    assert [e.kind for e in rec.endings()] == ["close"]

@@ -36,7 +36,7 @@ import trio
 
 from ._errors import ConnectionClosedError, WebSocketError, WriteQueueFullError
 from ._frames import encode_frame, frame_header
-from ._mask import Buffer
+from ._mask import Buffer, apply_mask, new_mask_key
 from ._types import Opcode
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
 
 #: Below this size a vectored message is joined before sending: one syscall is cheaper.
 _JOIN_BELOW = 64 * 1024
+
+#: Frames with a payload this large are sent in two pieces instead of joined whole;
+#: the first piece carries the header and this many payload bytes.
+_SPLIT_ABOVE = 64 * 1024
+_SPLIT_HEAD = 16 * 1024
 
 #: Corked frames are sent once they reach this many bytes: one read's worth of echoes
 #: (reads are at most 64 KiB by default) goes out in one send.
@@ -158,11 +163,28 @@ class FrameWriter:
 
     # -- encoding --------------------------------------------------------------------
 
-    def encode_message(self, opcode: Opcode, data: Buffer) -> bytes:
+    def encode_message(self, opcode: Opcode, data: Buffer) -> bytes | list[Buffer]:
+        """The frame of a message: bytes, or two pieces for a large one.
+
+        A large frame is not copied whole to put its header in front: the header goes
+        with the payload's first bytes, the rest is sent from a view of the payload
+        (copying 256 KiB costs more than a second ``send``).
+        """
         compressor = self._compressor
+        rsv1 = False
         if compressor is not None and len(data) >= self._threshold:
-            return encode_frame(opcode, compressor.compress(data), rsv1=True, mask=self._mask)
-        return encode_frame(opcode, data, mask=self._mask)
+            data = compressor.compress(data)
+            rsv1 = True
+        if self._mask:
+            key = new_mask_key()
+            header = frame_header(opcode, len(data), rsv1=rsv1, mask_key=key)
+            data = apply_mask(data, key)
+        else:
+            header = frame_header(opcode, len(data), rsv1=rsv1)
+        if len(data) < _SPLIT_ABOVE:
+            return header + data
+        view = memoryview(data)
+        return [header + view[:_SPLIT_HEAD], view[_SPLIT_HEAD:]]
 
     def _encode_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> bytes | list[Buffer]:
         """A message from several buffers: a list of pieces to send back to back."""
