@@ -394,7 +394,11 @@ class Conn:
                 await self._callback(self._handler.on_open, self)
                 # The loop is here, not in a helper: an idle connection waits in
                 # receive_some with one coroutine frame less (memory per connection).
+                # A plain TCP stream is read through its socket, skipping what
+                # SocketStream.receive_some adds per call (see FrameWriter._send_all).
                 stream = self._stream
+                receive = (stream.socket.recv if type(stream) is trio.SocketStream
+                           else stream.receive_some)
                 size = self._config.read_buffer_size
                 data: bytes | bytearray = self._leftover
                 self._leftover = b""
@@ -404,7 +408,7 @@ class Conn:
                         if close is not None:
                             return close
                     if self._read_deadline == math.inf:
-                        data = await stream.receive_some(size)
+                        data = await receive(size)
                     else:
                         data = await self._receive_with_deadline(size)
                     if not data:
