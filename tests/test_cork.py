@@ -6,13 +6,14 @@ The stream records each ``send_all``; a hand-driven Peer parses what arrives.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 import trio
 import trio.testing
 
-from trio_gws import Config, Conn, ConnectionClosedError, Message, Opcode
+from trio_gws import Config, Conn, ConnectionClosedError, Headers, Message, Opcode, Request
 from trio_gws._writer import _CORK_LIMIT
 
 from helpers import (
@@ -21,6 +22,7 @@ from helpers import (
     PONG,
     TEXT,
     MessageReader,
+    Peer,
     Recorder,
     build_frame,
     make_conn,
@@ -267,3 +269,72 @@ async def test_large_frames_go_in_two_pieces_without_a_whole_copy(is_server: boo
         assert (await reader.next())[0] == CLOSE
         await peer.aclose()  # a server closes the TCP first; the client waits for it
     assert [e.kind for e in rec.endings()] == ["close"]
+
+
+# -- the reader's flush on a plain TCP socket: a direct write first ------------------
+
+
+def socket_conn(rec: Recorder) -> tuple[Conn, Peer]:
+    """A server Conn on a real trio.SocketStream (a socketpair), and its peer."""
+    ours, theirs = trio.socket.socketpair()
+    conn = Conn(trio.SocketStream(ours), rec, Config(), is_server=True,
+                request=Request("GET", "/", Headers()))
+    return conn, Peer(trio.SocketStream(theirs))
+
+
+class FakeWrite:
+    """Stands in for the writer's direct write: misbehaves as told."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.calls = 0
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        if self.mode == "partial":
+            return os.write(fd, data[: len(data) // 3])
+        if self.mode == "would-block":
+            raise BlockingIOError(11, "EAGAIN")
+        raise ConnectionResetError(104, "reset by peer")
+
+
+@pytest.mark.parametrize("mode", ["real", "partial", "would-block"])
+async def test_socket_flush_writes_directly_and_finishes_what_the_kernel_left(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeWrite(mode)
+    if mode != "real":
+        monkeypatch.setattr("trio_gws._writer._write_fd", fake)
+    rec = Recorder(echo=True)
+    conn, peer = socket_conn(rec)
+    reader = MessageReader(peer)
+    payloads = [bytes([i]) * 3000 for i in range(12)]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.listen)
+            for _ in range(3):  # three reads, each echoed in one flush
+                await peer.send_raw(b"".join(build_frame(BINARY, p, mask=True) for p in payloads))
+                got = [await reader.next() for _ in payloads]
+                assert got == [(BINARY, p) for p in payloads]
+            await peer.send_close(1000)
+            assert (await reader.next())[0] == CLOSE
+    await peer.aclose()
+    assert [e.kind for e in rec.endings()] == ["close"]
+    if mode != "real":
+        assert fake.calls >= 3
+
+
+async def test_socket_flush_failure_reports_the_corked_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("trio_gws._writer._write_fd", FakeWrite("reset"))
+    rec = Recorder(echo=True)
+    conn, peer = socket_conn(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send_raw(frames(b"a", b"b"))
+        [ending] = await rec.wait_endings()
+    await peer.aclose()
+    assert ending.kind == "error" and isinstance(ending.data, ConnectionClosedError)
+    assert "reset by peer" in str(ending.data)
+    assert "2 queued message(s) not sent" in str(ending.data)

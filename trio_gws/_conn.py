@@ -456,7 +456,7 @@ class Conn:
         finally:
             writer.cork_task = None
         if writer.has_unsent:
-            await writer.flush()
+            await writer.flush_before_read()
         return None
 
     async def _receive_with_deadline(self, size: int) -> bytes | bytearray:

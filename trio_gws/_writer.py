@@ -28,9 +28,10 @@ free and the queue empty, which keeps call order.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NoReturn, Union
 
 import trio
 
@@ -47,6 +48,9 @@ Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
 
 #: Below this size a vectored message is joined before sending: one syscall is cheaper.
 _JOIN_BELOW = 64 * 1024
+
+#: The direct write of ``flush_before_read`` (a name of its own, for tests).
+_write_fd = os.write
 
 #: Frames with a payload this large are sent in two pieces instead of joined whole;
 #: the first piece carries the header and this many payload bytes.
@@ -122,7 +126,7 @@ class FrameWriter:
     __slots__ = (
         "_compressor", "_draining", "_flush_scheduled", "_lock", "_mask", "_nursery",
         "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async",
-        "_sock", "_stream", "_threshold", "_unsent", "_unsent_lost", "_unsent_size", "broken",
+        "_fd", "_sock", "_stream", "_threshold", "_unsent", "_unsent_lost", "_unsent_size", "broken",
         "close_requested", "close_sent", "cork_task", "dropped", "peer_close",
     )
 
@@ -140,6 +144,8 @@ class FrameWriter:
         self._stream = stream
         # A plain TCP stream is written through its socket (see _send_all).
         self._sock = stream.socket if type(stream) is trio.SocketStream else None
+        # ... and flushed before a read by a plain write on its descriptor (POSIX).
+        self._fd = self._sock.fileno() if self._sock is not None and os.name == "posix" else -1
         self._mask = mask
         self._compressor = compressor
         self._threshold = compress_threshold
@@ -261,6 +267,44 @@ class FrameWriter:
     def has_unsent(self) -> bool:
         """True while corked frames wait for ``flush``."""
         return bool(self._unsent)
+
+    async def flush_before_read(self) -> None:
+        """``flush`` for the reader, which is about to wait in its next receive.
+
+        That receive is a checkpoint anyway, so the corked frames are first written
+        without one: a plain ``write`` on the socket's descriptor, which on a loopback
+        or LAN connection takes them all and saves a trip through the scheduler per
+        read. Whatever the kernel does not take goes the usual way.
+        """
+        if not self._unsent:
+            return
+        if self._fd < 0 or self._lock.locked() or self.broken:
+            await self.flush()
+            return
+        pending = self._unsent
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        try:
+            written = _write_fd(self._fd, data)
+        except BlockingIOError:
+            await self.flush()  # nothing taken (full socket buffer): the usual way
+            return
+        except OSError as exc:
+            written = -1
+            error = exc
+        self._unsent = []
+        self._unsent_size = 0
+        if written < 0:
+            self._unsent_lost += len(pending)  # their writers were told all was well
+            self._fail_send(error)
+        if written < len(data):
+            self._lock.acquire_nowait()
+            try:
+                await self._send([memoryview(data)[written:]])
+            except BaseException:
+                self._unsent_lost += len(pending)
+                raise
+            finally:
+                self._lock.release()
 
     async def flush(self) -> None:
         """Send the corked frames now (unless the transport already failed)."""
@@ -452,6 +496,12 @@ class FrameWriter:
         self.dropped += dropped
         return dropped
 
+    def _fail_send(self, exc: BaseException) -> NoReturn:
+        error = ConnectionClosedError(f"transport failed while writing: {exc!r}")
+        self.broken = True
+        self._on_broken(error)
+        raise error from exc
+
     async def _send_all(self, data: Buffer) -> None:
         """``send_all``; on a plain TCP stream, straight to its socket.
 
@@ -497,10 +547,7 @@ class FrameWriter:
             elif frame:
                 await self._send_all(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            error = ConnectionClosedError(f"transport failed while writing: {exc!r}")
-            self.broken = True
-            self._on_broken(error)
-            raise error from exc
+            self._fail_send(exc)
         except trio.Cancelled:
             # Part of the frame may be on the wire: the stream can't be used again.
             self.broken = True
