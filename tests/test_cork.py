@@ -338,3 +338,34 @@ async def test_socket_flush_failure_reports_the_corked_messages(
     assert ending.kind == "error" and isinstance(ending.data, ConnectionClosedError)
     assert "reset by peer" in str(ending.data)
     assert "2 queued message(s) not sent" in str(ending.data)
+
+
+async def test_the_rest_of_a_large_frame_is_asked_for_in_one_read() -> None:
+    """After a large frame's first bytes, the next receive asks for all the rest (up
+    to a bound) instead of read_buffer_size at a time."""
+    asked: list[int | None] = []
+    rec = Recorder(echo=True)
+    conn, peer, recording = make_conn(rec, Config(read_buffer_size=4096), record=True)
+    assert recording is not None
+    inner_receive = recording.receive_some
+
+    async def receive_some(max_bytes: int | None = None) -> bytes | bytearray:
+        asked.append(max_bytes)
+        return await inner_receive(max_bytes)
+
+    recording.receive_some = receive_some  # type: ignore[method-assign]
+    reader = MessageReader(peer)
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    frame = build_frame(BINARY, payload, mask=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await rec.wait_kind("open")
+        await peer.send_raw(frame[:1000])
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked[-1] == len(frame) - 1000  # everything the frame still owes
+        await peer.send_raw(frame[1000:])
+        assert await reader.next() == (BINARY, payload)
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked[-1] == 4096  # between frames: the configured size again
+        await peer.send_close(1000)
+        assert (await reader.next())[0] == CLOSE

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     from ._handshake import Request
 
 Payload = Union[bytes, bytearray, memoryview, str]
+
+#: The most one read asks for while a large frame's payload is arriving.
+_LARGE_READ = 1024 * 1024
 Outcome = Union[WebSocketError, CloseReceived]
 
 
@@ -399,6 +402,7 @@ class Conn:
                 stream = self._stream
                 receive = (stream.socket.recv if type(stream) is trio.SocketStream
                            else stream.receive_some)
+                reader = self._reader
                 size = self._config.read_buffer_size
                 data: bytes | bytearray = self._leftover
                 self._leftover = b""
@@ -407,10 +411,13 @@ class Conn:
                         close = await self._handle_read(data)
                         if close is not None:
                             return close
+                    # The rest of a large frame in one read: fewer system calls and
+                    # pieces to join (its size is already bounded by the reader).
+                    want = max(size, min(reader.frame_remaining, _LARGE_READ))
                     if self._read_deadline == math.inf:
-                        data = await receive(size)
+                        data = await receive(want)
                     else:
-                        data = await self._receive_with_deadline(size)
+                        data = await self._receive_with_deadline(want)
                     if not data:
                         raise ConnectionClosedError(
                             "the peer closed the stream without a close frame")

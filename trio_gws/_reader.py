@@ -97,6 +97,12 @@ class FrameReader:
         self._validator: Utf8Validator | None = None
 
     @property
+    def frame_remaining(self) -> int:
+        """Payload bytes of the current frame still to come (0 between frames): the
+        connection reads a large frame's rest in one go."""
+        return self._frame_left if self._in_frame else 0
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet consumed by a frame."""
         return len(self._buf)
