@@ -25,7 +25,7 @@ _ABSOLUTE_FORM = re.compile(r"(?i)(?:http|https|ws|wss)://[^/?#\s]+")
 VERSION = "13"
 
 
-@dataclass
+@dataclass(slots=True)  # every connection keeps one
 class Request:
     """The handshake request as the server received it (or the client sent it)."""
 
