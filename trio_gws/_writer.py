@@ -4,7 +4,8 @@ Every frame, whether written directly (``write_message``) or queued
 (``write_async``, broadcasts), goes out in call order and never interleaves with
 another:
 
-* direct writes take a ``StrictFIFOLock``, so concurrent writers keep call order;
+* direct writes take a FIFO lock (``_WriteLock``), so concurrent writers keep call
+  order;
 * queued writes are drained by a task that exists only while the queue has work
   and holds the lock while it drains;
 * while the queue has work, direct writes join the queue (and wait for their turn)
