@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._conn import Conn, Payload, _data_opcode
+from ._conn import Conn
 from ._deflate import Compressor, DeflateParams
 from ._errors import WebSocketError
 from ._frames import encode_frame
-from ._types import Opcode
+from ._types import Opcode, Payload, data_opcode
 
 
 class Broadcaster:
@@ -34,7 +34,7 @@ class Broadcaster:
     """
 
     def __init__(self, opcode: Opcode | int, payload: Payload) -> None:
-        self.opcode = _data_opcode(opcode)
+        self.opcode = data_opcode(opcode)
         self.payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         self._plain: bytes | None = None
         self._compressed: dict[tuple[int, int], bytes] = {}

@@ -32,8 +32,7 @@ from __future__ import annotations
 import math
 import struct
 import sys
-import types
-from collections.abc import Callable, Coroutine, Generator, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any, Union
 
 import trio
@@ -50,7 +49,8 @@ from ._errors import (
 from ._frames import CloseReceived, Ping, Pong, check_control_payload
 from ._handler import EventHandler
 from ._reader import FrameReader
-from ._types import Message, Opcode
+from ._stepping import resume_corked
+from ._types import Message, Opcode, Payload, as_bytes, data_opcode
 from ._writer import FrameWriter
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -59,8 +59,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 if TYPE_CHECKING:
     from ._deflate import DeflateParams
     from ._handshake import Request
-
-Payload = Union[bytes, bytearray, memoryview, str]
 
 #: The most one read asks for while a large frame's payload is arriving.
 _LARGE_READ = 1024 * 1024
@@ -81,24 +79,6 @@ def _stream_addresses(stream: trio.abc.Stream) -> tuple[Any, Any]:
         return None, None
 
 
-def _data_opcode(opcode: Opcode | int) -> Opcode:
-    opcode = Opcode(opcode)
-    if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
-        raise ValueError(f"messages are TEXT or BINARY, not {opcode.name}")
-    return opcode
-
-
-def _as_bytes(payload: Payload) -> bytes | bytearray | memoryview:
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    if isinstance(payload, memoryview) and (payload.nbytes != len(payload)
-                                            or not payload.c_contiguous):
-        # A view of wider items (array("i"), 2-D...): frame lengths count bytes, not
-        # items; a strided view cannot be sent or joined as it is.
-        return payload.cast("B") if payload.c_contiguous else payload.tobytes()
-    return payload
-
-
 def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
     """The Cancelled inside ``exc`` when nothing but cancellation is in it, else None.
 
@@ -112,35 +92,6 @@ def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
         if leaves and all(leaf is not None for leaf in leaves):
             return leaves[0]
     return None
-
-
-@types.coroutine
-def _resume_corked(coro: Coroutine[Any, Any, None], trap: Any,
-                   before_blocking: Callable[[], None]) -> Generator[Any, Any, None]:
-    """Finish awaiting ``coro``, which just yielded ``trap``, calling
-    ``before_blocking()`` each time it is about to block.
-
-    This is ``yield from`` written out: each value ``coro`` yields is a Trio trap on
-    its way to the scheduler, i.e. the task is about to block. ``before_blocking``
-    must not await (the trap's bookkeeping is already done): it only schedules work.
-    """
-    while True:
-        before_blocking()
-        try:
-            value = yield trap
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                trap = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                trap = coro.send(value)
-            except StopIteration:
-                return
 
 
 class Conn:
@@ -259,9 +210,9 @@ class Conn:
     async def write_message(self, opcode: Opcode | int, payload: Payload) -> None:
         """Send one data message (TEXT or BINARY); ``str`` payloads are UTF-8 encoded."""
         if type(payload) is not bytes:  # noqa: E721 (exact type: the fast path)
-            payload = _as_bytes(payload)
+            payload = as_bytes(payload)
         if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
-            opcode = _data_opcode(opcode)
+            opcode = data_opcode(opcode)
         await self._writer.write_message(opcode, payload)
 
     async def write_string(self, text: str) -> None:
@@ -271,8 +222,8 @@ class Conn:
     async def writev(self, opcode: Opcode | int, *payloads: bytes | bytearray | memoryview
                      ) -> None:
         """Send one message made of several buffers, without joining large ones first."""
-        await self._writer.write_vectored(_data_opcode(opcode),
-                                          [_as_bytes(part) for part in payloads])
+        await self._writer.write_vectored(data_opcode(opcode),
+                                          [as_bytes(part) for part in payloads])
 
     def write_async(self, opcode: Opcode | int, payload: Payload) -> None:
         """Queue a message without waiting; it goes out in order with every other write.
@@ -282,8 +233,8 @@ class Conn:
         with close code 1008 (the error reported to ``on_error`` counts the messages
         that were never sent). Needs ``listen()`` running for the queue to drain.
         """
-        kind = _data_opcode(opcode)
-        data = _as_bytes(payload)
+        kind = data_opcode(opcode)
+        data = as_bytes(payload)
         if not isinstance(data, bytes):
             data = bytes(data)  # the caller may reuse its buffer once we return
         writer = self._writer
@@ -302,7 +253,7 @@ class Conn:
         await self._write_control(Opcode.PONG, payload)
 
     async def _write_control(self, opcode: Opcode, payload: Payload) -> None:
-        data = _as_bytes(payload)
+        data = as_bytes(payload)
         check_control_payload(opcode, data)
         await self._writer.write_control(opcode, data)
 
@@ -451,19 +402,20 @@ class Conn:
         parallel = self._limiter is not None
         writer.cork_task = None if parallel else trio.lowlevel.current_task()
         try:
+            event: Any  # dispatched on its exact type: cheaper than isinstance chains
             for event in self._reader.receive(data):
                 kind = type(event)
                 if kind is Message:
                     if parallel:
-                        await self._start_parallel(event)  # type: ignore[arg-type]
+                        await self._start_parallel(event)
                     else:
                         await self._callback(handler.on_message, self, event)
                 elif kind is Ping:
-                    await self._callback(handler.on_ping, self, event.payload)  # type: ignore[union-attr]
+                    await self._callback(handler.on_ping, self, event.payload)
                 elif kind is Pong:
                     if self._pong_seen is not None:
                         self._pong_seen.set()
-                    await self._callback(handler.on_pong, self, event.payload)  # type: ignore[union-attr]
+                    await self._callback(handler.on_pong, self, event.payload)
                 else:
                     assert isinstance(event, CloseReceived)
                     return event
@@ -497,7 +449,7 @@ class Conn:
                 except StopIteration:
                     pass
                 else:
-                    await _resume_corked(coro, trap, self._writer.flush_soon)
+                    await resume_corked(coro, trap, self._writer.flush_soon)
         except ConnectionClosedError:
             if self._writer.broken or not self._writer.close_requested:
                 raise  # our own write failed: a transport problem, not a handler bug

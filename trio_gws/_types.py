@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Union
 
 
 class Opcode(enum.IntEnum):
@@ -77,3 +78,27 @@ class Message:
         return self.opcode == other.opcode and self.data == other.data
 
     __hash__ = None  # type: ignore[assignment]
+
+
+#: What a message can be written from.
+Payload = Union[bytes, bytearray, memoryview, str]
+
+
+def data_opcode(opcode: Opcode | int) -> Opcode:
+    """``opcode`` as an Opcode, which must be TEXT or BINARY (a message's)."""
+    opcode = Opcode(opcode)
+    if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
+        raise ValueError(f"messages are TEXT or BINARY, not {opcode.name}")
+    return opcode
+
+
+def as_bytes(payload: Payload) -> bytes | bytearray | memoryview:
+    """A payload as bytes-like: ``str`` UTF-8 encoded, views made byte-flat."""
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, memoryview) and (payload.nbytes != len(payload)
+                                            or not payload.c_contiguous):
+        # A view of wider items (array("i"), 2-D...): frame lengths count bytes, not
+        # items; a strided view cannot be sent or joined as it is.
+        return payload.cast("B") if payload.c_contiguous else payload.tobytes()
+    return payload

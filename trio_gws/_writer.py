@@ -4,7 +4,7 @@ Every frame, whether written directly (``write_message``) or queued
 (``write_async``, broadcasts), goes out in call order and never interleaves with
 another:
 
-* direct writes take a FIFO lock (``_WriteLock``), so concurrent writers keep call
+* direct writes take a FIFO lock (``WriteLock``), so concurrent writers keep call
   order;
 * queued writes are drained by a task that exists only while the queue has work
   and holds the lock while it drains;
@@ -38,6 +38,7 @@ import trio
 
 from ._errors import ConnectionClosedError, WebSocketError, WriteQueueFullError
 from ._frames import encode_frame, frame_header
+from ._lock import WriteLock
 from ._mask import Buffer, apply_mask, new_mask_key
 from ._types import Opcode
 
@@ -63,47 +64,6 @@ _SPLIT_HEAD = 16 * 1024
 _CORK_LIMIT = 256 * 1024
 
 
-class _WriteLock:
-    """A FIFO lock like ``trio.StrictFIFOLock`` whose parking lot exists only once a
-    writer had to wait: most connections never contend, and thousands of idle ones
-    should not each carry one (see the per-connection memory in benchmarks/)."""
-
-    __slots__ = ("_held", "_lot")
-
-    def __init__(self) -> None:
-        self._held = False
-        self._lot: trio.lowlevel.ParkingLot | None = None
-
-    def locked(self) -> bool:
-        return self._held
-
-    def acquire_nowait(self) -> None:
-        assert not self._held
-        self._held = True
-
-    async def acquire(self) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._held:
-            self._held = True
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        if self._lot is None:
-            self._lot = trio.lowlevel.ParkingLot()
-        await self._lot.park()  # release() hands the lock over: _held stays True
-
-    def release(self) -> None:
-        if self._lot:
-            self._lot.unpark()
-        else:
-            self._held = False
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-
 #: The queue of a connection that has nothing queued (most of them): shared, never
 #: appended to; ``_enqueue`` swaps in a real deque.
 _NO_QUEUE: deque[_Queued] = deque(maxlen=0)
@@ -125,9 +85,9 @@ class FrameWriter:
     """Serialises a connection's frames onto its stream."""
 
     __slots__ = (
-        "_compressor", "_draining", "_flush_scheduled", "_lock", "_mask", "_nursery",
-        "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async",
-        "_fd", "_sock", "_stream", "_threshold", "_unsent", "_unsent_lost", "_unsent_size", "broken",
+        "_compressor", "_draining", "_fd", "_flush_scheduled", "_lock", "_mask", "_nursery",
+        "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async", "_sock",
+        "_stream", "_threshold", "_unsent", "_unsent_lost", "_unsent_size", "broken",
         "close_requested", "close_sent", "cork_task", "dropped", "peer_close",
     )
 
@@ -153,7 +113,7 @@ class FrameWriter:
         self._queue_size = queue_size
         self._on_broken = on_broken
         self._on_overflow = on_overflow
-        self._lock = _WriteLock()
+        self._lock = WriteLock()
         self._queue = _NO_QUEUE
         self._queued_async = 0
         self._draining = False
