@@ -22,7 +22,7 @@ from ._conn import Conn
 from ._deflate import Compressor, DeflateParams
 from ._errors import WebSocketError
 from ._frames import encode_frame
-from ._types import Opcode, Payload, data_opcode
+from ._types import Opcode, Payload, as_bytes, data_opcode
 
 
 class Broadcaster:
@@ -35,7 +35,7 @@ class Broadcaster:
 
     def __init__(self, opcode: Opcode | int, payload: Payload) -> None:
         self.opcode = data_opcode(opcode)
-        self.payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self.payload = bytes(as_bytes(payload))
         self._plain: bytes | None = None
         self._compressed: dict[tuple[int, int], bytes] = {}
 

@@ -209,11 +209,7 @@ class Conn:
 
     async def write_message(self, opcode: Opcode | int, payload: Payload) -> None:
         """Send one data message (TEXT or BINARY); ``str`` payloads are UTF-8 encoded."""
-        if type(payload) is not bytes:  # noqa: E721 (exact type: the fast path)
-            payload = as_bytes(payload)
-        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
-            opcode = data_opcode(opcode)
-        await self._writer.write_message(opcode, payload)
+        await self._writer.write_message(data_opcode(opcode), as_bytes(payload))
 
     async def write_string(self, text: str) -> None:
         """Send a text message."""
@@ -400,7 +396,7 @@ class Conn:
         handler = self._handler
         writer = self._writer
         parallel = self._limiter is not None
-        writer.cork_task = None if parallel else trio.lowlevel.current_task()
+        writer.cork_task = None if parallel else self._reader_task
         try:
             event: Any  # dispatched on its exact type: cheaper than isinstance chains
             for event in self._reader.receive(data):

@@ -178,19 +178,18 @@ class _ConnectionTracker:
         self._all_done.set()
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        conn = None
         with trio.CancelScope() as scope:
             self._handshaking.add(scope)
             try:
                 conn = await self._upgrader._upgrade_quietly(stream)
             finally:
                 self._handshaking.discard(scope)
-        if scope.cancelled_caught:
-            await trio.aclose_forcefully(stream)
-            return
         if conn is None:
-            return
+            return  # failed or abandoned: upgrade() closed the stream
         self._live.add(conn)
-        self._all_done = trio.Event()
+        if self._all_done.is_set():
+            self._all_done = trio.Event()
         try:
             await conn.listen()
         finally:

@@ -86,6 +86,8 @@ Payload = Union[bytes, bytearray, memoryview, str]
 
 def data_opcode(opcode: Opcode | int) -> Opcode:
     """``opcode`` as an Opcode, which must be TEXT or BINARY (a message's)."""
+    if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+        return opcode  # the common case, without the enum lookup
     opcode = Opcode(opcode)
     if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY:
         raise ValueError(f"messages are TEXT or BINARY, not {opcode.name}")
@@ -94,6 +96,8 @@ def data_opcode(opcode: Opcode | int) -> Opcode:
 
 def as_bytes(payload: Payload) -> bytes | bytearray | memoryview:
     """A payload as bytes-like: ``str`` UTF-8 encoded, views made byte-flat."""
+    if type(payload) is bytes:
+        return payload  # the common case, first
     if isinstance(payload, str):
         return payload.encode("utf-8")
     if isinstance(payload, memoryview) and (payload.nbytes != len(payload)

@@ -48,15 +48,14 @@ if TYPE_CHECKING:
 #: Encodes a frame when its turn comes (under the lock), or a frame encoded earlier.
 Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
 
-#: Below this size a vectored message is joined before sending: one syscall is cheaper.
+#: Below this size a frame's pieces are joined before sending (one system call is
+#: cheaper); from it on, a payload is sent from a view of it rather than copied whole.
 _JOIN_BELOW = 64 * 1024
 
 #: The direct write of ``flush_before_read`` (a name of its own, for tests).
 _write_fd = os.write
 
-#: Frames with a payload this large are sent in two pieces instead of joined whole;
-#: the first piece carries the header and this many payload bytes.
-_SPLIT_ABOVE = 64 * 1024
+#: The payload bytes that travel with the header of a frame sent in pieces.
 _SPLIT_HEAD = 16 * 1024
 
 #: Corked frames are sent once they reach this many bytes: one read's worth of echoes
@@ -87,7 +86,7 @@ class FrameWriter:
     __slots__ = (
         "_compressor", "_draining", "_fd", "_flush_scheduled", "_lock", "_mask", "_nursery",
         "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async", "_sock",
-        "_stream", "_threshold", "_unsent", "_unsent_lost", "_unsent_size", "broken",
+        "_stream", "_threshold", "_unsent", "_unsent_count", "_unsent_size", "broken",
         "close_requested", "close_sent", "cork_task", "dropped", "peer_close",
     )
 
@@ -120,10 +119,12 @@ class FrameWriter:
         self._nursery: trio.Nursery | None = None
         # The task whose writes may be corked (the reader, while it handles a read).
         self.cork_task: trio.lowlevel.Task | None = None
-        self._unsent: list[bytes] = []
+        self._unsent: list[Buffer] = []
         self._unsent_size = 0
+        # Messages corked and not known to be sent: _send resets it only once they
+        # went out, so a failure leaves them counted for fail_queue().
+        self._unsent_count = 0
         self._flush_scheduled = False
-        self._unsent_lost = 0  # corked frames a failed send took down with it
         self.close_requested = False
         self.close_sent = False
         self.broken = False
@@ -150,7 +151,7 @@ class FrameWriter:
             data = apply_mask(data, key)
         else:
             header = frame_header(opcode, len(data), rsv1=rsv1)
-        if len(data) < _SPLIT_ABOVE:
+        if len(data) < _JOIN_BELOW:
             return header + data
         view = memoryview(data)
         return [header + view[:_SPLIT_HEAD], view[_SPLIT_HEAD:]]
@@ -190,11 +191,7 @@ class FrameWriter:
     # -- writing ---------------------------------------------------------------------
 
     async def write_message(self, opcode: Opcode, data: Buffer) -> None:
-        if self.close_requested or self.broken:
-            raise self.closed_error()
-        if self.cork_task is not None and self._corkable():
-            await self._cork(self.encode_message(opcode, data))
-            return
+        self.check_open()
         await self._write(lambda: self.encode_message(opcode, data))
 
     async def write_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> None:
@@ -237,35 +234,26 @@ class FrameWriter:
         or LAN connection takes them all and saves a trip through the scheduler per
         read. Whatever the kernel does not take goes the usual way.
         """
-        if not self._unsent:
-            return
-        if self._fd < 0 or self._lock.locked() or self.broken:
-            await self.flush()
-            return
-        pending = self._unsent
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        try:
-            written = _write_fd(self._fd, data)
-        except BlockingIOError:
-            await self.flush()  # nothing taken (full socket buffer): the usual way
-            return
-        except OSError as exc:
-            written = -1
-            error = exc
-        self._unsent = []
-        self._unsent_size = 0
-        if written < 0:
-            self._unsent_lost += len(pending)  # their writers were told all was well
-            self._fail_send(error)
-        if written < len(data):
-            self._lock.acquire_nowait()
+        if self._unsent and self._fd >= 0 and not self._lock.locked() and not self.broken:
+            pending = self._unsent
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
             try:
-                await self._send([memoryview(data)[written:]])
-            except BaseException:
-                self._unsent_lost += len(pending)
-                raise
-            finally:
-                self._lock.release()
+                written = _write_fd(self._fd, data)
+            except BlockingIOError:
+                written = 0  # a full socket buffer: all of it goes the usual way
+            except OSError as exc:
+                self._unsent = []
+                self._fail_send(exc)  # the corked messages stay counted as lost
+            if written == len(data):
+                self._unsent = []
+                self._unsent_size = 0
+                self._unsent_count = 0
+                return
+            # The rest stays first in line: whoever sends next, flush() below or a
+            # writer that gets there first, completes the frame the kernel cut.
+            self._unsent = [memoryview(data)[written:]]
+            self._unsent_size = len(data) - written
+        await self.flush()
 
     async def flush(self) -> None:
         """Send the corked frames now (unless the transport already failed)."""
@@ -326,37 +314,31 @@ class FrameWriter:
 
     async def _write(self, encoder: Callable[[], bytes | list[Buffer]],
                      after_close: bool = False) -> None:
-        """Cork, send now under the lock, or join the queue while it has work (order)."""
-        if self.cork_task is not None and self._corkable():
-            if self.broken or (self.close_sent and not after_close):
-                raise self.closed_error()
-            await self._cork(encoder())
-            return
+        """Join the queue while it has work (order); else send now, or cork when the
+        corking task writes (only while nobody holds the lock or waits in line, which
+        keeps call order)."""
         if self._draining or self._queue:
             await self._wait_in_queue(encoder)
             return
-        if not self._lock.locked():
-            if self.broken or (self.close_sent and not after_close):
-                raise self.closed_error()
-            await self._send_now(encoder())
+        if self._lock.locked():
+            async with self._lock:
+                self._check_sendable(after_close)
+                await self._send(encoder())
             return
-        async with self._lock:
-            if self.broken or (self.close_sent and not after_close):
-                raise self.closed_error()
-            await self._send(encoder())
-
-    def _corkable(self) -> bool:
-        """Corking keeps call order only while nobody holds the lock or waits in line."""
-        return (not self._lock.locked() and not self._queue and not self._draining
-                and trio.lowlevel.current_task() is self.cork_task)
-
-    async def _cork(self, frame: bytes | list[Buffer]) -> None:
-        """Keep ``frame`` for the flush, or send everything now past the cork limit."""
-        if isinstance(frame, bytes) and self._unsent_size + len(frame) < _CORK_LIMIT:
+        self._check_sendable(after_close)
+        frame = encoder()
+        if (self.cork_task is not None and isinstance(frame, bytes)
+                and self._unsent_size + len(frame) < _CORK_LIMIT
+                and trio.lowlevel.current_task() is self.cork_task):
             self._unsent.append(frame)
             self._unsent_size += len(frame)
+            self._unsent_count += 1
             return
-        await self._send_now(frame)  # the corked frames first
+        await self._send_now(frame)  # any corked frames first
+
+    def _check_sendable(self, after_close: bool) -> None:
+        if self.broken or (self.close_sent and not after_close):
+            raise self.closed_error()
 
     async def _send_now(self, frame: bytes | list[Buffer]) -> None:
         """Send with the lock known to be free: take it without the scheduler round
@@ -441,8 +423,8 @@ class FrameWriter:
     def fail_queue(self) -> int:
         """The connection ended: fail every waiting writer; return how many queued
         (or corked) messages were dropped by this call."""
-        dropped = len(self._unsent) + self._unsent_lost
-        self._unsent_lost = 0
+        dropped = self._unsent_count
+        self._unsent_count = 0
         self._unsent = []
         self._unsent_size = 0
         while self._queue:
@@ -485,7 +467,6 @@ class FrameWriter:
         """Send ``frame`` under the lock, after the corked frames."""
         if self._unsent:
             pending = self._unsent
-            corked = len(pending)
             self._unsent = []
             self._unsent_size = 0
             if isinstance(frame, list):
@@ -495,11 +476,8 @@ class FrameWriter:
                 frame = b"".join(pending)
             else:
                 frame = [b"".join(pending), frame]
-            try:
-                await self._send(frame)
-            except BaseException:
-                self._unsent_lost += corked  # their writers were told all was well
-                raise
+            await self._send(frame)
+            self._unsent_count = 0  # sent: none of them can be lost any more
             return
         try:
             if isinstance(frame, list):
