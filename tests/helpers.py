@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import struct
+import zlib
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import trio.testing
 
 import trio_gws as gws
 from trio_gws import Config, Conn, EventHandler, Headers, Message, Request
+from trio_gws._deflate import DeflateParams
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -73,6 +75,11 @@ def _xor(data: bytes, key: bytes) -> bytes:
     n = len(data)
     rep = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(data, "big") ^ int.from_bytes(rep, "big")).to_bytes(n, "big")
+
+
+def naive_mask(data: bytes, key: bytes, offset: int = 0) -> bytes:
+    """Reference implementation straight from RFC 6455 section 5.3."""
+    return bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
 
 
 def close_payload(code: int | None = None, reason: bytes = b"") -> bytes:
@@ -209,6 +216,15 @@ class Peer:
         del self.buf[:max_bytes]
         return data
 
+    async def recv_exactly(self, n: int) -> bytes:
+        """The next ``n`` raw bytes; EOFError if the stream ends first."""
+        while len(self.buf) < n:
+            if not await self._fill(n - len(self.buf)):
+                raise EOFError(f"stream ended after {len(self.buf)} of {n} bytes")
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
@@ -296,23 +312,26 @@ def server_conn_pair(
     is_server: bool = True,
 ) -> tuple[Conn, Peer]:
     """A Conn on one end of an in-memory stream pair and a Peer on the other."""
-    make = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
-    ours, theirs = make()
-    conn = Conn(ours, handler, config if config is not None else Config(),
-                is_server=is_server, request=Request("GET", "/", Headers()))
-    return conn, Peer(theirs, client=is_server)
+    conn, peer, _ = make_conn(handler, config, lockstep=lockstep, is_server=is_server)
+    return conn, peer
 
 
 def make_conn(
-    handler: Recorder,
+    handler: EventHandler,
     config: Config | None = None,
     *,
     is_server: bool = True,
+    lockstep: bool = False,
     deflate: DeflateParams | None = None,
     record: bool = False,
 ) -> tuple[Conn, Peer, RecordingStream | None]:
-    """Like server_conn_pair; ``record`` keeps what each ``send_all`` was given."""
-    ours, theirs = trio.testing.memory_stream_pair()
+    """A Conn on one end of an in-memory stream pair and a Peer on the other.
+
+    ``lockstep`` makes ``send_all`` wait until the peer reads (a peer that does not
+    read); ``record`` keeps what each ``send_all`` was given.
+    """
+    make = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    ours, theirs = make()
     stream: trio.abc.Stream = ours
     recording = None
     if record:
@@ -470,14 +489,7 @@ async def running_server(
 
 def count_tasks() -> int:
     """Every task of this Trio run (walks the task tree)."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
+    return len(task_names())
 
 
 def count_fds() -> int:
@@ -530,8 +542,6 @@ class Inflater:
     """
 
     def __init__(self) -> None:
-        import zlib
-
         self._inflater = zlib.decompressobj(-15)
 
     def message(self, payload: bytes) -> bytes:

@@ -20,7 +20,7 @@ import trio.testing
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect as ws_sync_connect
 
-from trio_gws import Broadcaster, Config, Conn, Headers, Opcode, Request
+from trio_gws import Broadcaster, Config, Conn, Opcode
 from trio_gws._deflate import DeflateParams
 
 from helpers import (
@@ -30,6 +30,7 @@ from helpers import (
     MessageReader,
     Peer,
     Recorder,
+    make_conn,
     running_server,
 )
 
@@ -61,16 +62,6 @@ def broadcast_message(i: int) -> str:
     return f"broadcast {i} {words(1000 + i, 1200)}"
 
 
-def memory_conn(
-    handler: Recorder, *, deflate: DeflateParams | None = None, is_server: bool = True,
-    config: Config | None = None,
-) -> tuple[Conn, Peer]:
-    ours, theirs = trio.testing.memory_stream_pair()
-    conn = Conn(ours, handler, config if config is not None else Config(),
-                is_server=is_server, request=Request("GET", "/", Headers()), deflate=deflate)
-    return conn, Peer(theirs, client=is_server)
-
-
 TAKEOVER = DeflateParams(server_max_window_bits=12, client_max_window_bits=12)
 NO_TAKEOVER = DeflateParams(server_no_context_takeover=True, server_max_window_bits=12,
                             client_max_window_bits=12)
@@ -95,9 +86,7 @@ def shared_frames(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Conn, 
 # -- over memory streams, decoded by the independent inflater -----------------------
 
 
-async def test_every_kind_of_connection_decodes_every_message_in_order(
-    shared_frames: list[tuple[Conn, bytes]],
-) -> None:
+async def test_every_kind_of_connection_decodes_every_message_in_order() -> None:
     kinds = {
         "plain": dict(deflate=None),
         "plain2": dict(deflate=None),
@@ -110,7 +99,7 @@ async def test_every_kind_of_connection_decodes_every_message_in_order(
         "client-deflate": dict(deflate=TAKEOVER, is_server=False),
     }
     rec = Recorder()
-    pairs = {name: memory_conn(rec, **kw) for name, kw in kinds.items()}
+    pairs = {name: make_conn(rec, **kw)[:2] for name, kw in kinds.items()}
     conns = [conn for conn, _ in pairs.values()]
     expected: list[tuple[int, bytes]] = []
     got: dict[str, list[tuple[int, bytes]]] = {name: [] for name in kinds}
@@ -164,11 +153,11 @@ async def test_shared_frames_are_reused_only_where_correct(
     shared_frames: list[tuple[Conn, bytes]],
 ) -> None:
     rec = Recorder()
-    plain = [memory_conn(rec)[0] for _ in range(3)]
-    no_takeover = [memory_conn(rec, deflate=NO_TAKEOVER)[0] for _ in range(3)]
-    narrow = [memory_conn(rec, deflate=NO_TAKEOVER_10)[0] for _ in range(2)]
-    takeover = [memory_conn(rec, deflate=TAKEOVER)[0] for _ in range(2)]
-    clients = [memory_conn(rec, is_server=False)[0] for _ in range(2)]
+    plain = [make_conn(rec)[0] for _ in range(3)]
+    no_takeover = [make_conn(rec, deflate=NO_TAKEOVER)[0] for _ in range(3)]
+    narrow = [make_conn(rec, deflate=NO_TAKEOVER_10)[0] for _ in range(2)]
+    takeover = [make_conn(rec, deflate=TAKEOVER)[0] for _ in range(2)]
+    clients = [make_conn(rec, is_server=False)[0] for _ in range(2)]
     everyone = plain + no_takeover + narrow + takeover + clients
 
     big = Broadcaster(Opcode.TEXT, broadcast_message(1))
@@ -206,7 +195,7 @@ async def test_sharing_the_frame_with_a_takeover_connection_would_corrupt_it() -
     avoids. Sending a history-less frame to a takeover connection desynchronises the
     next message compressed by that connection's own compressor."""
     rec = Recorder()
-    conn, peer = memory_conn(rec, deflate=TAKEOVER)
+    conn, peer, _ = make_conn(rec, deflate=TAKEOVER)
     decoded: list[bytes] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.listen)

@@ -20,16 +20,13 @@ from hypothesis import strategies as st
 from trio_gws import _mask
 from trio_gws._mask import Buffer, apply_mask_c, apply_mask_python
 
+from helpers import naive_mask
+
 MaskFn = Callable[..., bytes]
 
 REQUIRE_SPEEDUPS = os.environ.get("TRIO_GWS_REQUIRE_SPEEDUPS", "") not in ("", "0")
 NOT_BUILT = "trio_gws._speedups is not built (no C compiler at install time?)"
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # RFC 6455 section 5.7
-
-
-def naive_mask(data: bytes, key: bytes, offset: int = 0) -> bytes:
-    """Reference implementation straight from RFC 6455 section 5.3."""
-    return bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
 
 
 def require_c() -> MaskFn:

@@ -17,6 +17,8 @@ from trio_gws._mask import apply_mask
 from trio_gws._reader import FrameReader
 from trio_gws._types import Message, Opcode
 
+from helpers import naive_mask
+
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
@@ -38,10 +40,6 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
     return [data[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-def naive_mask(data: bytes, key: bytes, offset: int = 0) -> bytes:
-    return bytes(b ^ key[(i + offset) % 4] for i, b in enumerate(data))
 
 
 # -- (1) any input: events or ProtocolError, nothing else -----------------------------

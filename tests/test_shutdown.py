@@ -32,14 +32,6 @@ TIMEOUT = 20
 CLOSE_TIMEOUT = 1.0
 
 
-class Load(Recorder):
-    """Echoes what clients send; ``stream`` connections are fed by the test."""
-
-    async def on_message(self, conn: Conn, message: Message) -> None:
-        await super().on_message(conn, message)
-        await conn.write_message(message.opcode, message.data)
-
-
 async def polite_client(peer: Peer, seen: dict[str, Any], name: str) -> None:
     """Idle until the close frame; answer it; wait for the server to close the TCP."""
     frame = await peer.recv_frame()
@@ -107,7 +99,7 @@ async def stalled_client(peer: Peer, seen: dict[str, Any], name: str) -> None:
 async def test_shutdown_under_load(kind_counts: tuple[int, int, int],
                                    caplog: pytest.LogCaptureFixture) -> None:
     polite, chatty, listening = kind_counts
-    rec = Load()
+    rec = Recorder(echo=True)  # "listening" connections are fed by the test
     config = Config(close_timeout=CLOSE_TIMEOUT)
     seen: dict[str, Any] = {"stalled-release": trio.Event()}
     tasks_before = count_tasks()

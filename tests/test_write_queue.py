@@ -42,7 +42,6 @@ from helpers import (
     MessageReader,
     Peer,
     Recorder,
-    RecordingStream,
     build_frame,
     close_payload,
     count_tasks,
@@ -217,9 +216,7 @@ async def test_write_async_before_listen_is_drained_once_listen_runs(autojump_cl
 # -- the bound and its policy --------------------------------------------------------
 
 
-async def test_queue_bound_fails_the_connection_with_1008(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_queue_bound_fails_the_connection_with_1008(autojump_clock: Any) -> None:
     rec = Recorder()
     conn, peer = server_conn_pair(rec, Config(write_queue_size=4, close_timeout=3),
                                   lockstep=True)
@@ -588,9 +585,7 @@ async def test_writev_server_frames_are_byte_exact(parts: tuple[Any, ...]) -> No
         await conn.writev(Opcode.BINARY, *parts)
         await conn.writev(Opcode.TEXT, *parts)
         expected = build_frame(BINARY, joined, mask=False) + build_frame(TEXT, joined, mask=False)
-        wire = await peer.recv_some(len(expected))
-        while len(wire) < len(expected):
-            wire += await peer.recv_some(len(expected) - len(wire))
+        wire = await peer.recv_exactly(len(expected))
         assert wire == expected
         if len(joined) >= 65536:
             # Large messages go out piece by piece: the caller's buffers, not a copy.
@@ -611,9 +606,7 @@ async def test_writev_client_frames_are_masked(parts: tuple[Any, ...]) -> None:
         for _ in range(2):
             await conn.writev(Opcode.BINARY, *parts)
             header_len = 2 + (0 if len(joined) < 126 else 2 if len(joined) < 65536 else 8)
-            wire = await peer.recv_some(header_len + 4 + len(joined))
-            while len(wire) < header_len + 4 + len(joined):
-                wire += await peer.recv_some(header_len + 4 + len(joined) - len(wire))
+            wire = await peer.recv_exactly(header_len + 4 + len(joined))
             key = wire[header_len:header_len + 4]
             keys.add(key)
             assert wire == build_frame(BINARY, joined, mask=True, key=key)
@@ -661,7 +654,6 @@ async def test_writev_is_compressed_when_negotiated(is_server: bool, no_takeover
         await peer.send(CLOSE, struct.pack("!H", 1000), mask=is_server)
         await peer.aclose()
         await rec.wait_endings()
-
 
 
 @pytest.mark.parametrize("is_server", [True, False], ids=["server", "client"])
