@@ -120,7 +120,6 @@ class Summary:
     agents: list[AgentSummary]
     problems: list[Problem]
     errors: list[str]
-    fail_unimplemented: bool = False
 
     @property
     def ok(self) -> bool:
@@ -227,7 +226,7 @@ def summarize(
                 f"agent {agent!r} ran {len(cases)} of {expect_cases} cases "
                 "(the testee died or hung part way?)"
             )
-    return Summary(suite, agents, problems, errors, fail_unimplemented)
+    return Summary(suite, agents, problems, errors)
 
 
 def load_index(report_dir: str) -> dict[str, Any] | None:

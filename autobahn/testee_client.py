@@ -25,17 +25,10 @@ import trio
 
 import trio_gws as gws
 
-MiB = 1024 * 1024
+from _testee import (EchoHandler, add_compression_options, add_verbose_option, make_config,
+                     setup_logging)
 
 log = logging.getLogger("testee_client")
-
-
-class EchoHandler(gws.EventHandler):
-    async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
-        await conn.write_message(message.opcode, message.data)
-
-    async def on_error(self, conn: gws.Conn, error: Exception) -> None:
-        log.info("on_error %s: %s", type(error).__name__, error)
 
 
 class CollectHandler(gws.EventHandler):
@@ -46,16 +39,6 @@ class CollectHandler(gws.EventHandler):
 
     async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
         self.text = message.text
-
-
-def make_config(args: argparse.Namespace) -> gws.Config:
-    options: dict[str, object] = {"max_content_length": 32 * MiB}
-    if args.compress:
-        options["compress_enabled"] = True
-    if args.no_context_takeover:
-        options["server_context_takeover"] = False
-        options["client_context_takeover"] = False
-    return gws.Config(**options)  # type: ignore[arg-type]
 
 
 async def session(url: str, handler: gws.EventHandler, config: gws.Config, timeout: float) -> bool:
@@ -90,7 +73,7 @@ async def main(args: argparse.Namespace) -> int:
         started = time.monotonic()
         url = f"{base}/runCase?case={case}&agent={agent}"
         try:
-            finished = await session(url, EchoHandler(), config, args.case_timeout)
+            finished = await session(url, EchoHandler(log), config, args.case_timeout)
             outcome = "done" if finished else f"TIMED OUT after {args.case_timeout:g}s"
         except (gws.WebSocketError, OSError) as exc:
             outcome = f"{type(exc).__name__}: {exc}"
@@ -114,20 +97,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="trio-gws echo client for Autobahn's fuzzingserver")
     p.add_argument("--url", default="ws://127.0.0.1:9004", help="where wstest listens")
     p.add_argument("--agent", default="trio-gws-client", help="agent name in the report")
-    p.add_argument("--compress", action="store_true", help="offer permessage-deflate")
-    p.add_argument("--no-context-takeover", action="store_true",
-                   help="server_context_takeover=False, client_context_takeover=False")
+    add_compression_options(p, compress_help="offer permessage-deflate")
     p.add_argument("--case-timeout", type=float, default=300.0,
                    help="give up on one case after this many seconds")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every on_error")
+    add_verbose_option(p)
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    logging.basicConfig(
-        level=logging.INFO if arguments.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(arguments)
     sys.exit(trio.run(main, arguments))

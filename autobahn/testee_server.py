@@ -16,26 +16,15 @@ import argparse
 import functools
 import logging
 import signal
-import sys
 
 import trio
 
 import trio_gws as gws
 
-MiB = 1024 * 1024
+from _testee import (EchoHandler, add_compression_options, add_verbose_option, make_config,
+                     setup_logging)
 
 log = logging.getLogger("testee_server")
-
-
-class EchoHandler(gws.EventHandler):
-    """Echo with write_message: the reader waits for each echo (wire order)."""
-
-    async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
-        await conn.write_message(message.opcode, message.data)
-
-    async def on_error(self, conn: gws.Conn, error: Exception) -> None:
-        # Expected for the many cases that send protocol violations.
-        log.info("%s: on_error %s: %s", conn.remote_address, type(error).__name__, error)
 
 
 class AsyncEchoHandler(EchoHandler):
@@ -45,23 +34,8 @@ class AsyncEchoHandler(EchoHandler):
         conn.write_async(message.opcode, message.data)
 
 
-def make_config(args: argparse.Namespace) -> gws.Config:
-    options: dict[str, object] = {
-        # case 9.1.6 sends exactly 16 MiB, the default limit: keep a margin
-        "max_content_length": 32 * MiB,
-    }
-    if args.compress:
-        options["compress_enabled"] = True
-    if args.no_context_takeover:
-        options["server_context_takeover"] = False
-        options["client_context_takeover"] = False
-    if args.parallel:
-        options["parallel_enabled"] = True
-    return gws.Config(**options)  # type: ignore[arg-type]
-
-
 async def main(args: argparse.Namespace) -> None:
-    handler = AsyncEchoHandler() if args.parallel else EchoHandler()
+    handler = (AsyncEchoHandler if args.parallel else EchoHandler)(log, log_address=True)
     config = make_config(args)
     async with trio.open_nursery() as nursery:
         await nursery.start(
@@ -81,20 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="trio-gws echo server for Autobahn's fuzzingclient")
     p.add_argument("--port", type=int, default=9001)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--compress", action="store_true", help="compress_enabled=True")
-    p.add_argument("--no-context-takeover", action="store_true",
-                   help="server_context_takeover=False, client_context_takeover=False")
+    add_compression_options(p, compress_help="compress_enabled=True")
     p.add_argument("--parallel", action="store_true",
                    help="parallel_enabled=True, echo via conn.write_async")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every on_error")
+    add_verbose_option(p)
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    logging.basicConfig(
-        level=logging.INFO if arguments.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(arguments)
     trio.run(main, arguments)

@@ -65,17 +65,16 @@ def snapshot_trio_gws(into: Path) -> dict[str, Any]:
 class Server:
     name: str
     script: str
-    package: str          # distribution whose version is reported
     compression: bool     # permessage-deflate available
 
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
-    Server("trio-gws", "trio_gws_server.py", "trio-gws", True),
-    Server("websockets-asyncio", "websockets_asyncio_server.py", "websockets", True),
-    Server("websockets-trio", "websockets_trio_server.py", "websockets", True),
-    Server("trio-websocket", "trio_websocket_server.py", "trio-websocket", False),
-    Server("aiohttp", "aiohttp_server.py", "aiohttp", True),
-    Server("picows", "picows_server.py", "picows", False),
+    Server("trio-gws", "trio_gws_server.py", True),
+    Server("websockets-asyncio", "websockets_asyncio_server.py", True),
+    Server("websockets-trio", "websockets_trio_server.py", True),
+    Server("trio-websocket", "trio_websocket_server.py", False),
+    Server("aiohttp", "aiohttp_server.py", True),
+    Server("picows", "picows_server.py", False),
 )}
 OURS = "trio-gws"
 
@@ -88,7 +87,6 @@ class Scenario:
     loadgen_args: tuple[str, ...]
     compress: bool = False
     metric: str = "msgs_per_s"      # the number ratios are taken of
-    higher_is_better: bool = True
     cpu_metric: str | None = "server_cpu_us_per_msg"   # server CPU per unit of work
 
 
@@ -103,7 +101,7 @@ SCENARIOS: dict[str, Scenario] = {s.key: s for s in (
              ("--conns", "8", "--inflight", "1", "--size", "262144", "--payload", "binary")),
     Scenario("e", "2,000 idle conns: server RSS growth per conn", "idle",
              ("--conns", "2000", "--warm-conns", "50"),
-             metric="kib_per_conn", higher_is_better=False, cpu_metric=None),
+             metric="kib_per_conn", cpu_metric=None),
     Scenario("f", "handshakes/s, 50 concurrent dialers (connect, handshake, close)",
              "handshake", ("--dialers", "50"), metric="handshakes_per_s",
              cpu_metric="server_cpu_us_per_handshake"),
@@ -127,10 +125,16 @@ class Pinning:
     client_core: str = CLIENT_CORE
     nice: int = 0           # e.g. -5: run server and client ahead of other processes
 
+    @property
+    def active(self) -> bool:
+        """Pin for real: enabled, taskset is there and the machine has 2+ CPUs."""
+        return (self.enabled and shutil.which("taskset") is not None
+                and (os.cpu_count() or 1) >= 2)
+
     def wrap(self, cmd: list[str], core: str) -> list[str]:
         if self.nice:
             cmd = ["nice", "-n", str(self.nice), *cmd]
-        if self.enabled and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        if self.active:
             return ["taskset", "-c", core, *cmd]
         return cmd
 
@@ -178,7 +182,7 @@ def tail(path: Path, lines: int = 8) -> str:
 
 
 def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
-                 python: str = sys.executable, extra_args: tuple[str, ...] = (),
+                 extra_args: tuple[str, ...] = (),
                  prefix: list[str] | None = None, timeout: float = 30.0) -> ServerProcess:
     """Start one echo server and wait for its READY line; raise RuntimeError if it can't.
 
@@ -186,7 +190,7 @@ def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
     runs the server under py-spy and pins it itself once it is ready).
     """
     port = free_port()
-    cmd = [python, str(SERVERS_DIR / server.script), "--port", str(port), *extra_args]
+    cmd = [sys.executable, str(SERVERS_DIR / server.script), "--port", str(port), *extra_args]
     if compress:
         cmd.append("--compress")
     cmd = [*prefix, *cmd] if prefix is not None else pinning.wrap(cmd, pinning.server_core)
@@ -224,9 +228,9 @@ def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
                 raise RuntimeError(f"unsupported: {line.split(' ', 1)[1].strip()}")
 
 
-def loadgen_command(scenario: Scenario, port: int, server_pid: int | None, timing: Timing,
-                    python: str = sys.executable) -> list[str]:
-    cmd = [python, str(LOADGEN), scenario.mode, "--url", f"ws://127.0.0.1:{port}/",
+def loadgen_command(scenario: Scenario, port: int, server_pid: int | None,
+                    timing: Timing) -> list[str]:
+    cmd = [sys.executable, str(LOADGEN), scenario.mode, "--url", f"ws://127.0.0.1:{port}/",
            *scenario.loadgen_args, "--warmup", str(timing.warmup),
            "--duration", str(timing.duration), "--settle", str(timing.settle)]
     if server_pid is not None:
@@ -234,9 +238,9 @@ def loadgen_command(scenario: Scenario, port: int, server_pid: int | None, timin
     return cmd
 
 
-def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing, pinning: Pinning,
-                python: str = sys.executable) -> dict[str, Any]:
-    cmd = pinning.wrap(loadgen_command(scenario, server.port, server.pid, timing, python),
+def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing,
+                pinning: Pinning) -> dict[str, Any]:
+    cmd = pinning.wrap(loadgen_command(scenario, server.port, server.pid, timing),
                        pinning.client_core)
     budget = timing.warmup + timing.duration + 6 * timing.settle + 90
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
@@ -247,7 +251,7 @@ def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing, pinni
 
 
 def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning,
-            logdir: Path, python: str = sys.executable) -> dict[str, Any]:
+            logdir: Path) -> dict[str, Any]:
     """One measurement: fresh server, fresh load generator. Never raises."""
     record: dict[str, Any] = {"server": server.name, "scenario": scenario.key}
     if scenario.compress and not server.compression:
@@ -255,12 +259,12 @@ def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning
         return record
     started = time.monotonic()
     try:
-        sp = start_server(server, scenario.compress, pinning, logdir, python)
+        sp = start_server(server, scenario.compress, pinning, logdir)
     except RuntimeError as exc:
         record["error"] = str(exc)
         return record
     try:
-        record["result"] = run_loadgen(scenario, sp, timing, pinning, python)
+        record["result"] = run_loadgen(scenario, sp, timing, pinning)
         if sp.proc.poll() is not None:
             record["error"] = f"server died during the run: {tail(sp.log)}"
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:

@@ -24,14 +24,15 @@ import gc
 import json
 import os
 import random
-import resource
-import sys
 import time
 import zlib
 from collections import deque
 from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+# benchmarks/ is sys.path[0] (harness.py runs this file as a script)
+from servers._common import raise_fd_limit
 
 try:
     import uvloop
@@ -74,13 +75,6 @@ def proc_runqueue_wait_seconds(pid: int) -> float:
 def proc_rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm", "rb") as f:
         return int(f.read().split()[1]) * PAGE
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def json_payload(size: int) -> bytes:
@@ -167,6 +161,17 @@ class Stats:
         self.errors += 1
         if len(self.error_samples) < 5:
             self.error_samples.append(text)
+
+
+def latency_and_errors(latencies: list[float], stats: Stats) -> dict[str, Any]:
+    """p50/p99 of ``latencies`` in ms (None without samples), then the errors seen."""
+    lat = sorted(latencies)
+    return {
+        "p50_ms": None if not lat else percentile(lat, 0.50) * 1e3,
+        "p99_ms": None if not lat else percentile(lat, 0.99) * 1e3,
+        "errors": stats.errors,
+        "error_samples": stats.error_samples,
+    }
 
 
 # --------------------------------------------------------------------------- echo
@@ -368,18 +373,14 @@ async def run_echo(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(0.05)
     await close_all(opened)
 
-    lat = sorted(stats.latencies)
     wall = clocks["seconds"]
     result.update(clocks)
     result.update(
         messages=stats.count,
         msgs_per_s=stats.count / wall,
         mib_per_s=stats.bytes / wall / 2**20,
-        p50_ms=None if not lat else percentile(lat, 0.50) * 1e3,
-        p99_ms=None if not lat else percentile(lat, 0.99) * 1e3,
-        errors=stats.errors,
-        error_samples=stats.error_samples,
     )
+    result.update(latency_and_errors(stats.latencies, stats))
     if stats.count and "server_cpu_s" in clocks:
         result["server_cpu_us_per_msg"] = clocks["server_cpu_s"] / stats.count * 1e6
     return result
@@ -471,17 +472,13 @@ async def run_handshake(args: argparse.Namespace) -> dict[str, Any]:
     done, pending = await asyncio.wait(tasks, timeout=15)
     for task in pending:
         task.cancel()
-    lat = sorted(latencies)
     result: dict[str, Any] = {"mode": "handshake", "dialers": args.dialers}
     result.update(clocks)
     result.update(
         handshakes=stats.count,
         handshakes_per_s=stats.count / clocks["seconds"],
-        p50_ms=None if not lat else percentile(lat, 0.50) * 1e3,
-        p99_ms=None if not lat else percentile(lat, 0.99) * 1e3,
-        errors=stats.errors,
-        error_samples=stats.error_samples,
     )
+    result.update(latency_and_errors(latencies, stats))
     if stats.count and "server_cpu_s" in clocks:
         result["server_cpu_us_per_handshake"] = clocks["server_cpu_s"] / stats.count * 1e6
     return result

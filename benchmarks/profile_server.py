@@ -147,7 +147,7 @@ def main() -> None:
                                    "--function", "--nonblocking", "--output", str(raw), "--"],
                                   pinning.client_core)
             sp = start_server(server, scenario.compress, pinning, tmpdir, prefix=prefix)
-            if pinning.enabled and shutil.which("taskset"):
+            if pinning.active:
                 subprocess.run(["taskset", "-pc", pinning.server_core, str(sp.pid)],
                                check=True, capture_output=True)
             stop_signal = signal.SIGTERM

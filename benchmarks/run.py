@@ -113,6 +113,15 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def same_round_pairs(good: list[tuple[int, dict[str, Any] | None]],
+                     ours: dict[int, dict[str, Any] | None],
+                     key: str) -> list[tuple[float, float]]:
+    """(trio-gws, peer) values of ``key`` in every round where both have a valid one."""
+    return [(mine[key], res[key]) for rnd, res in good
+            if res is not None and (mine := ours.get(rnd)) is not None
+            and res.get(key) and mine.get(key)]
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """summary[scenario][server] = medians, ratio vs trio-gws, flags."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -141,19 +150,12 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
                 if all(isinstance(v, (int, float)) and not isinstance(v, bool)
                        for v in vals if v is not None):
                     row[k] = median([v for v in vals if v is not None])
-            ratios = []
-            for rnd, res in good:
-                mine = ours.get(rnd)
-                if res is None or mine is None:
-                    continue
-                ratios.append(mine[scenario.metric] / res[scenario.metric])
+            # ok_result() keeps only results whose metric is there and not 0
+            ratios = [m / p for m, p in same_round_pairs(good, ours, scenario.metric)]
             row["ratio"] = median(ratios)
             row["ratios"] = ratios
             if scenario.cpu_metric:
-                cpu_ratios = [res[scenario.cpu_metric] / mine[scenario.cpu_metric]
-                              for rnd, res in good
-                              if res is not None and (mine := ours.get(rnd)) is not None
-                              and res.get(scenario.cpu_metric) and mine.get(scenario.cpu_metric)]
+                cpu_ratios = [p / m for m, p in same_round_pairs(good, ours, scenario.cpu_metric)]
                 row["cpu_ratio"] = median(cpu_ratios)
                 row["cpu_ratios"] = cpu_ratios
             row["errors"] = sum(res.get("errors", 0) for res in results)
@@ -216,17 +218,11 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
 
 
-def ratio_cell(name: str, row: dict[str, Any]) -> str:
+def ratio_cell(name: str, row: dict[str, Any], key: str = "ratio") -> str:
+    """``row[key]`` (a ratio vs trio-gws) for a table cell."""
     if name == OURS:
         return "1.00 (ref)"
-    r = row.get("ratio")
-    return "–" if r is None else f"{r:.2f}"
-
-
-def cpu_ratio_cell(name: str, row: dict[str, Any]) -> str:
-    if name == OURS:
-        return "1.00 (ref)"
-    r = row.get("cpu_ratio")
+    r = row.get(key)
     return "–" if r is None else f"{r:.2f}"
 
 
@@ -279,7 +275,7 @@ def render(summary: dict[str, dict[str, dict[str, Any]]], targets: list[dict[str
             w(f"| {title} | {name} | {fmt(row.get('msgs_per_s'))} | {ratio_cell(name, row)} | "
               f"{fmt(row.get('mib_per_s'), 1)} | {fmt(row.get('p50_ms'), 2)} | "
               f"{fmt(row.get('p99_ms'), 2)} | {fmt(row.get('server_cpu_us_per_msg'), 1)} | "
-              f"{cpu_ratio_cell(name, row)} | {pct(row.get('server_cpu_frac'))} | {pct(row.get('client_cpu_frac'))} | "
+              f"{ratio_cell(name, row, 'cpu_ratio')} | {pct(row.get('server_cpu_frac'))} | {pct(row.get('client_cpu_frac'))} | "
               f"{notes(row)} |")
     if summary.get("e"):
         w("")
@@ -308,7 +304,7 @@ def render(summary: dict[str, dict[str, dict[str, Any]]], targets: list[dict[str
                 continue
             w(f"| {name} | {fmt(row.get('handshakes_per_s'))} | {ratio_cell(name, row)} | "
               f"{fmt(row.get('p50_ms'), 2)} | {fmt(row.get('p99_ms'), 2)} | "
-              f"{fmt(row.get('server_cpu_us_per_handshake'), 1)} | {cpu_ratio_cell(name, row)} | "
+              f"{fmt(row.get('server_cpu_us_per_handshake'), 1)} | {ratio_cell(name, row, 'cpu_ratio')} | "
               f"{pct(row.get('server_cpu_frac'))} | {pct(row.get('client_cpu_frac'))} | "
               f"{notes(row)} |")
     w("")
@@ -457,12 +453,12 @@ def main() -> None:
     if OURS not in servers:
         servers.insert(0, OURS)
     scenarios = [c for c in args.scenarios if c in SCENARIOS]
-    check_deps()
-    pinning = Pinning(enabled=not args.no_pin, nice=args.nice)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         report(saved["meta"], saved["records"], args, write_json=False)
         return
+    check_deps()
+    pinning = Pinning(enabled=not args.no_pin, nice=args.nice)
 
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()

@@ -90,7 +90,8 @@ class ChatRoom(gws.EventHandler):
     # -- events ----------------------------------------------------------------------
 
     async def on_open(self, conn: gws.Conn) -> None:
-        name = str(conn.session.get("name") or f"guest-{_address(conn).rpartition(':')[2]}")
+        remote = conn.remote_address
+        name = str(conn.session.get("name") or f"guest-{remote[1] if remote else '?'}")
         self.members[conn] = name
         await conn.write_message(gws.Opcode.TEXT, json.dumps(
             {"type": "welcome", "name": name, "users": sorted(self.members.values())}))
