@@ -35,21 +35,6 @@ xor_mask(const unsigned char *src, unsigned char *dst, Py_ssize_t n,
     }
     memcpy(&mask64, pattern, sizeof(mask64));
 
-    for (; n - i >= 32; i += 32) {
-        uint64_t w0, w1, w2, w3;
-        memcpy(&w0, src + i, 8);
-        memcpy(&w1, src + i + 8, 8);
-        memcpy(&w2, src + i + 16, 8);
-        memcpy(&w3, src + i + 24, 8);
-        w0 ^= mask64;
-        w1 ^= mask64;
-        w2 ^= mask64;
-        w3 ^= mask64;
-        memcpy(dst + i, &w0, 8);
-        memcpy(dst + i + 8, &w1, 8);
-        memcpy(dst + i + 16, &w2, 8);
-        memcpy(dst + i + 24, &w3, 8);
-    }
     for (; n - i >= 8; i += 8) {
         uint64_t w;
         memcpy(&w, src + i, 8);
@@ -94,71 +79,26 @@ offset_shift(PyObject *offset_obj)
     return (int)(low & 3u);
 }
 
-static const char *const kwlist[] = {"data", "key", "offset"};
-
-/* Parses (data, key, offset=0) from a vectorcall; fills args3 with borrowed refs. */
-static int
-parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject *args3[3])
-{
-    Py_ssize_t i, nkw;
-    int k;
-
-    if (nargs > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "apply_mask() takes at most 3 arguments (%zd given)", nargs);
-        return -1;
-    }
-    for (i = 0; i < nargs; i++) {
-        args3[i] = args[i];
-    }
-    nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (i = 0; i < nkw; i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        for (k = 0; k < 3; k++) {
-            if (PyUnicode_CompareWithASCIIString(name, kwlist[k]) == 0) {
-                break;
-            }
-        }
-        if (k == 3) {
-            PyErr_Format(PyExc_TypeError,
-                         "apply_mask() got an unexpected keyword argument '%U'", name);
-            return -1;
-        }
-        if (args3[k] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "apply_mask() got multiple values for argument '%s'", kwlist[k]);
-            return -1;
-        }
-        args3[k] = args[nargs + i];
-    }
-    for (k = 0; k < 2; k++) {
-        if (args3[k] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "apply_mask() missing required argument '%s'", kwlist[k]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static PyObject *
-apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+apply_mask(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    PyObject *args3[3] = {NULL, NULL, NULL};
+    static char *kwlist[] = {"data", "key", "offset", NULL};
+    PyObject *data_obj, *key_obj, *offset_obj = NULL;
     Py_buffer data, key;
     PyObject *result = NULL;
     unsigned char rotated[4];
     int shift = 0, j;
 
     (void)module;
-    if (parse_args(args, nargs, kwnames, args3) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:apply_mask", kwlist,
+                                     &data_obj, &key_obj, &offset_obj)) {
         return NULL;
     }
     /* PyBUF_SIMPLE: raw bytes of any C-contiguous buffer; BufferError otherwise. */
-    if (PyObject_GetBuffer(args3[0], &data, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args3[1], &key, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(key_obj, &key, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&data);
         return NULL;
     }
@@ -166,8 +106,8 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
         PyErr_Format(PyExc_ValueError, "mask key must be 4 bytes, got %zd", key.len);
         goto done;
     }
-    if (args3[2] != NULL) {
-        shift = offset_shift(args3[2]);
+    if (offset_obj != NULL) {
+        shift = offset_shift(offset_obj);
         if (shift < 0) {
             goto done;
         }
@@ -207,7 +147,7 @@ PyDoc_STRVAR(apply_mask_doc,
 "position of data within the frame payload. Returns new bytes.");
 
 static PyMethodDef speedups_methods[] = {
-    {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL | METH_KEYWORDS,
+    {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      apply_mask_doc},
     {NULL, NULL, 0, NULL},
 };
