@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install echo test test-full bench clean
+.PHONY: install components echo test test-full bench clean
 
 install: $(STAMP)
 
@@ -21,13 +21,18 @@ $(STAMP): pyproject.toml setup.py trio_gws/_speedups.c
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The real components the tests talk to (proxies, nginx, Redis, a browser, Node's ws):
+# idempotent and quick once installed, so every test run calls it.
+components:
+	bash scripts/install-components.sh
+
 echo: $(STAMP)
 	$(PY) examples/echo.py
 
-test: $(STAMP)
+test: $(STAMP) components
 	PYTHON=$(PY) bash scripts/test.sh
 
-test-full: $(STAMP)
+test-full: $(STAMP) components
 	PYTHON=$(PY) bash scripts/test.sh --full
 
 # The echo benchmark against the peer libraries (about 11 minutes; see benchmarks/README.md)
