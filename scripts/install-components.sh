@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 status=0
-for script in scripts/components/*.sh; do
+for script in scripts/components/[!_]*.sh; do
     [[ -e $script ]] || continue
     echo "== components: $(basename "$script" .sh)"
     if ! bash "$script"; then
