@@ -322,8 +322,9 @@ def make_conn(
     *,
     is_server: bool = True,
     lockstep: bool = False,
-    deflate: DeflateParams | None = None,
+    deflate: Any = None,
     record: bool = False,
+    extension: Any = None,
 ) -> tuple[Conn, Peer, RecordingStream | None]:
     """A Conn on one end of an in-memory stream pair and a Peer on the other.
 
@@ -337,7 +338,8 @@ def make_conn(
     if record:
         stream = recording = RecordingStream(ours)
     conn = Conn(stream, handler, config if config is not None else Config(),
-                is_server=is_server, request=Request("GET", "/", Headers()), deflate=deflate)
+                is_server=is_server, request=Request("GET", "/", Headers()),
+                extension=extension if extension is not None else deflate)
     return conn, Peer(theirs, client=is_server), recording
 
 

@@ -21,6 +21,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from websockets.sync.client import connect as ws_sync_connect
 
 from trio_gws import Broadcaster, Config, Conn, Opcode
+from trio_gws._frames import encode_frame
 from trio_gws._deflate import DeflateParams
 
 from helpers import (
@@ -73,13 +74,13 @@ NO_TAKEOVER_10 = DeflateParams(server_no_context_takeover=True, server_max_windo
 def shared_frames(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Conn, bytes]]]:
     """Every (conn, frame) the Broadcaster hands over as an already encoded frame."""
     seen: list[tuple[Conn, bytes]] = []
-    original = Conn._write_async_frame
+    original = Conn._write_nowait_frame
 
     def spy(self: Conn, frame: bytes) -> None:
         seen.append((self, frame))
         original(self, frame)
 
-    monkeypatch.setattr(Conn, "_write_async_frame", spy)
+    monkeypatch.setattr(Conn, "_write_nowait_frame", spy)
     yield seen
 
 
@@ -202,8 +203,10 @@ async def test_sharing_the_frame_with_a_takeover_connection_would_corrupt_it() -
         await rec.wait_kind("open")
         reader = MessageReader(peer)
         await conn.write_message(Opcode.TEXT, normal_message(0))
-        wrong = Broadcaster(Opcode.TEXT, broadcast_message(1))._compressed_frame(TAKEOVER, 1)
-        conn._write_async_frame(wrong)  # what a naive broadcaster would do
+        # What a naive broadcaster would do: a frame compressed without history.
+        body, rsv = TAKEOVER.shared_encoder(conn.config).encode(
+            broadcast_message(1).encode())
+        conn._write_nowait_frame(encode_frame(Opcode.TEXT, body, rsv=rsv))
         await conn.write_message(Opcode.TEXT, normal_message(2))
         for _ in range(3):
             try:

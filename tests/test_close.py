@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from trio_gws._close import (
+from trio_gws._lifecycle import (
     MAX_REASON_BYTES,
     build_close_payload,
     is_valid_close_code,

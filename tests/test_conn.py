@@ -16,6 +16,8 @@ import trio.testing
 from trio_gws import (
     Config,
     ConnectionClosedError,
+    ConnectionClosedOK,
+    State,
     EventHandler,
     Message,
     Opcode,
@@ -294,17 +296,24 @@ async def test_aclose_from_inside_a_handler() -> None:
     assert only_ending(rec, "close") == (1000, b"ok")
 
 
-async def test_aclose_twice_and_write_close_twice_are_harmless() -> None:
+async def test_a_second_write_close_raises_and_aclose_is_idempotent() -> None:
     rec = Recorder()
     conn, peer = server_conn_pair(rec)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.listen)
         await conn.write_close(1000)
-        await conn.write_close(1001)  # no second frame
+        assert conn.state is State.LOCAL_CLOSING
+        with pytest.raises(ConnectionClosedOK) as info:  # an illegal transition
+            await conn.write_close(1001)
+        assert info.value.code == 1000  # the close we sent
+        nursery.start_soon(conn.aclose)  # closing already: waits for the end, no frame
         await peer.recv_close()
         await peer.send_close(1000)
         assert await peer.expect_eof() == b""
-        await conn.aclose()  # already closed: returns
+    assert conn.state is State.CLOSED and conn.closed
+    await conn.aclose()  # already closed: returns
+    with pytest.raises(ConnectionClosedOK):
+        await conn.write_close(1000)
     only_ending(rec, "close")
 
 
@@ -500,23 +509,24 @@ async def test_writes_after_close_raise() -> None:
         nursery.start_soon(conn.listen)
         await conn.write_string("before")
         await conn.write_close(1000)
-        # Closing: no data frame may follow our close frame.
-        with pytest.raises(ConnectionClosedError):
+        # Closing: no data frame may follow our close frame; so far the close is clean.
+        with pytest.raises(ConnectionClosedOK):
             await conn.write_message(Opcode.TEXT, "during")
-        with pytest.raises(ConnectionClosedError):
+        with pytest.raises(ConnectionClosedOK):
             await conn.write_ping()
         assert (await peer.recv_frame()).payload == b"before"
         await peer.recv_close()
         await peer.send_close(4002, b"peer")
         assert await peer.expect_eof() == b""
+    # The peer answered with an application code: not a clean close any more.
     for write in (lambda: conn.write_string("x"),
                   lambda: conn.write_message(Opcode.BINARY, b"x"),
                   lambda: conn.write_ping(b"x"),
-                  lambda: conn.write_pong(b"x")):
+                  lambda: conn.write_pong(b"x"),
+                  lambda: conn.write_close()):
         with pytest.raises(ConnectionClosedError) as info:
             await write()
         assert info.value.code == 4002 and info.value.reason == b"peer"
-    await conn.write_close()  # a no-op once closed
 
 
 async def test_write_message_validates_opcode() -> None:

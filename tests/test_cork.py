@@ -304,7 +304,7 @@ async def test_socket_flush_writes_directly_and_finishes_what_the_kernel_left(
 ) -> None:
     fake = FakeWrite(mode)
     if mode != "real":
-        monkeypatch.setattr("trio_gws._writer._write_fd", fake)
+        monkeypatch.setattr("trio_gws._transport._write_fd", fake)
     rec = Recorder(echo=True)
     conn, peer = socket_conn(rec)
     reader = MessageReader(peer)
@@ -327,7 +327,7 @@ async def test_socket_flush_writes_directly_and_finishes_what_the_kernel_left(
 async def test_socket_flush_failure_reports_the_corked_messages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("trio_gws._writer._write_fd", FakeWrite("reset"))
+    monkeypatch.setattr("trio_gws._transport._write_fd", FakeWrite("reset"))
     rec = Recorder(echo=True)
     conn, peer = socket_conn(rec)
     async with trio.open_nursery() as nursery:
@@ -353,7 +353,7 @@ async def test_the_rest_of_a_large_frame_is_asked_for_in_one_read() -> None:
         asked.append(max_bytes)
         return await inner_receive(max_bytes)
 
-    recording.receive_some = receive_some  # type: ignore[method-assign]
+    conn._transport.fast_receive = receive_some  # the reader's receive (see _transport)
     reader = MessageReader(peer)
     payload = bytes(range(256)) * 1024  # 256 KiB
     frame = build_frame(BINARY, payload, mask=True)

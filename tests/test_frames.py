@@ -94,7 +94,7 @@ def test_frame_header_with_mask_key(length: int, expected_len_bytes: bytes) -> N
     ],
 )
 def test_frame_header_first_byte(opcode: Opcode, fin: bool, rsv1: bool, first: int) -> None:
-    header = frame_header(opcode, 3, fin=fin, rsv1=rsv1)
+    header = frame_header(opcode, 3, fin=fin, rsv=RSV1 if rsv1 else 0)
     assert header == bytes([first, 3])
 
 
@@ -123,7 +123,7 @@ def test_frame_header_bit_constants() -> None:
 )
 def test_encode_frame_unmasked(opcode: Opcode, payload: bytes, fin: bool, rsv1: bool,
                                expected: bytes) -> None:
-    assert encode_frame(opcode, payload, fin=fin, rsv1=rsv1) == expected
+    assert encode_frame(opcode, payload, fin=fin, rsv=RSV1 if rsv1 else 0) == expected
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_encode_frame_mask_keys_are_fresh() -> None:
 
 
 def test_encode_frame_masked_rsv1_and_nofin() -> None:
-    frame = encode_frame(Opcode.TEXT, b"abc", fin=False, rsv1=True, mask=True)
+    frame = encode_frame(Opcode.TEXT, b"abc", fin=False, rsv=RSV1, mask=True)
     assert frame[0] == 0x41
     assert frame[1] == 0x83
 

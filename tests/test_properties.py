@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_gws._close import build_close_payload, parse_close_payload
+from trio_gws._lifecycle import build_close_payload, parse_close_payload
 from trio_gws._errors import HandshakeError, ProtocolError
 from trio_gws._frames import CloseReceived, Ping, Pong, encode_frame
 from trio_gws._handshake import parse_request_line, parse_status_line

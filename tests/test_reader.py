@@ -284,16 +284,19 @@ def _violations(masked: bool) -> list[Any]:
         return raw(*args, **kwargs)
 
     cases = [
-        ("rsv2-text", f(TEXT, b"a", rsv=RSV2), "RSV2/RSV3"),
-        ("rsv3-binary", f(BINARY, b"a", rsv=RSV3), "RSV2/RSV3"),
-        ("rsv2-rsv3-ping", f(PING, b"", rsv=RSV2 | RSV3), "RSV2/RSV3"),
-        ("rsv2-continuation", f(TEXT, b"a", fin=False) + f(CONT, b"b", rsv=RSV2), "RSV2/RSV3"),
-        ("rsv1-text-no-extension", f(TEXT, b"a", rsv=RSV1), "RSV1"),
-        ("rsv1-binary-no-extension", f(BINARY, b"a", rsv=RSV1), "RSV1"),
-        ("rsv1-binary-fragment-no-extension", f(BINARY, b"a", rsv=RSV1, fin=False), "RSV1"),
-        ("rsv1-continuation", f(TEXT, b"a", fin=False) + f(CONT, b"b", rsv=RSV1), "RSV1"),
-        ("rsv1-ping", f(PING, b"", rsv=RSV1), "RSV1"),
-        ("rsv1-close", f(CLOSE, b"\x03\xe8", rsv=RSV1), "RSV1"),
+        ("rsv2-text", f(TEXT, b"a", rsv=RSV2), "reserved bits 0b010"),
+        ("rsv3-binary", f(BINARY, b"a", rsv=RSV3), "reserved bits 0b001"),
+        ("rsv2-rsv3-ping", f(PING, b"", rsv=RSV2 | RSV3), "reserved bits 0b011"),
+        ("rsv2-continuation", f(TEXT, b"a", fin=False) + f(CONT, b"b", rsv=RSV2),
+         "reserved bits 0b010"),
+        ("rsv1-text-no-extension", f(TEXT, b"a", rsv=RSV1), "reserved bits 0b100"),
+        ("rsv1-binary-no-extension", f(BINARY, b"a", rsv=RSV1), "reserved bits 0b100"),
+        ("rsv1-binary-fragment-no-extension", f(BINARY, b"a", rsv=RSV1, fin=False),
+         "reserved bits 0b100"),
+        ("rsv1-continuation", f(TEXT, b"a", fin=False) + f(CONT, b"b", rsv=RSV1),
+         "reserved bits 0b100"),
+        ("rsv1-ping", f(PING, b"", rsv=RSV1), "reserved bits 0b100"),
+        ("rsv1-close", f(CLOSE, b"\x03\xe8", rsv=RSV1), "reserved bits 0b100"),
         ("fragmented-ping", f(PING, b"", fin=False), "fragmented control"),
         ("fragmented-pong", f(PONG, b"x", fin=False), "fragmented control"),
         ("fragmented-close", f(CLOSE, b"", fin=False), "fragmented control"),
@@ -757,7 +760,7 @@ def compressed_reader(masked: bool, tail: bytes = b"!", factor: int = 2,
                       **kwargs: Any) -> FrameReader:
     kwargs.setdefault("max_content_length", 16 * MiB)
     return FrameReader(expect_masked=masked,
-                       decompressor=FakeDecompressor(tail, factor),  # type: ignore[arg-type]
+                       extension_rsv=0x40, decoder=FakeDecompressor(tail, factor),
                        **kwargs)
 
 
@@ -780,7 +783,7 @@ def test_uncompressed_message_with_decompressor_bypasses_it() -> None:
     r = compressed_reader(False)
     assert feed(r, raw(TEXT, b"plain", fin=False), raw(CONT, b"!")) == [
         ("message", 1, b"plain!")]
-    assert r._decompressor.fed == []  # type: ignore[union-attr]
+    assert r._decoder.fed == []  # type: ignore[union-attr]
 
 
 def test_compressed_rsv1_on_continuation() -> None:
@@ -853,4 +856,4 @@ def test_reader_finishes_the_decompressor_once_per_message() -> None:
     r = compressed_reader(False)
     feed(r, raw(TEXT, b"a", rsv=RSV1), raw(BINARY, b"b", rsv=RSV1, fin=False),
          raw(CONT, b"c"))
-    assert r._decompressor.finished == 2  # type: ignore[union-attr]
+    assert r._decoder.finished == 2  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_gws import Config, Conn, ConnectionClosedError, Message, Opcode, WebSocketError
+from trio_gws import Config, Conn, ConnectionClosed, ConnectionClosedError, Message, Opcode, WebSocketError
 
 from helpers import (
     CLOSE,
@@ -194,7 +194,7 @@ class RacingEcho(Recorder):
         await self.gate.wait()
         try:
             await conn.write_message(message.opcode, message.data)
-        except ConnectionClosedError as exc:
+        except ConnectionClosed as exc:
             self.write_errors.append(exc)
             raise
 

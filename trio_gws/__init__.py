@@ -9,8 +9,9 @@ from ._client import connect, open_conn, parse_url
 from ._config import Config
 from ._conn import Conn
 from ._errors import (
+    ConnectionClosed,
     ConnectionClosedError,
-    HandlerError,
+    ConnectionClosedOK,
     HandshakeError,
     InvalidTextError,
     MessageTooLargeError,
@@ -22,6 +23,7 @@ from ._errors import (
 from ._handler import EventHandler
 from ._handshake import Rejection, Request
 from ._http import Headers
+from ._lifecycle import State
 from ._server import Upgrader, serve
 from ._types import CloseCode, Message, Opcode
 
@@ -32,9 +34,10 @@ __all__ = [
     "CloseCode",
     "Config",
     "Conn",
+    "ConnectionClosed",
     "ConnectionClosedError",
+    "ConnectionClosedOK",
     "EventHandler",
-    "HandlerError",
     "HandshakeError",
     "Headers",
     "InvalidTextError",
@@ -44,6 +47,7 @@ __all__ = [
     "ProtocolError",
     "Rejection",
     "Request",
+    "State",
     "Upgrader",
     "WebSocketError",
     "WebSocketTimeoutError",

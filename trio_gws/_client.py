@@ -14,6 +14,7 @@ import trio
 from ._config import Config
 from ._conn import Conn
 from ._errors import HandshakeError, WebSocketTimeoutError
+from ._extension import accept_server_response, client_offer
 from ._handler import EventHandler
 from ._handshake import (
     Request,
@@ -95,11 +96,7 @@ async def connect(
     if where.username is not None:
         credentials = f"{where.username}:{where.password or ''}".encode()
         extra.append(("Authorization", "Basic " + base64.b64encode(credentials).decode()))
-    offer = None
-    if config.compress_enabled:
-        from ._deflate import client_offer
-
-        offer = client_offer(config)
+    offer = client_offer(config)
 
     opened: trio.abc.Stream | None = stream
     try:
@@ -147,18 +144,15 @@ async def _handshake(
         leftover = b""
     subprotocol = check_response(response, key, subprotocols)
     answered = response.headers.get_all("Sec-WebSocket-Extensions")
-    deflate = None
-    if offer is not None:
-        from ._deflate import accept_server_response
-
-        deflate = accept_server_response(answered, config)
-    elif answered:
-        raise HandshakeError(f"server answered with extensions {answered!r} we did not offer",
-                             status=response.status, headers=response.headers.items())
+    try:
+        extension = accept_server_response(answered, config, offered=offer is not None)
+    except HandshakeError as exc:
+        raise HandshakeError(str(exc), status=response.status,
+                             headers=response.headers.items()) from None
     sent = Headers([("Host", where.host_header), *extra])
     request = Request("GET", where.target, sent)
     return Conn(stream, handler, config, is_server=False, request=request,
-                subprotocol=subprotocol, deflate=deflate, leftover=leftover)
+                subprotocol=subprotocol, extension=extension, leftover=leftover)
 
 
 async def _read_response(stream: trio.abc.Stream, config: Config) -> tuple[Response, bytes]:
@@ -216,13 +210,18 @@ async def open_conn(
     On leaving the block the connection is closed with 1000 (1011 when the block
     raised) and the close handshake is awaited within ``close_timeout``. An exception
     from the block propagates as itself, never wrapped in an exception group.
+
+    Raises:
+        HandshakeError, WebSocketTimeoutError, OSError: as ``connect``.
     """
     conn = await connect(url, handler if handler is not None else EventHandler(),
                          config=config, ssl_context=ssl_context, headers=headers,
                          subprotocols=subprotocols, stream=stream)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.listen)
+        # start, not start_soon: listen() must be the connection's reader before the
+        # block runs, or an early exit's aclose() would start a second reader.
+        await nursery.start(conn.listen)
         try:
             yield conn
         except BaseException as exc:  # re-raised below, outside the nursery

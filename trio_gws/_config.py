@@ -21,12 +21,16 @@ Authorize = Callable[
 MiB = 1024 * 1024
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Options shared by server and client; field names are gws's in snake_case.
 
     Defaults are strict: text is validated, messages are capped at 16 MiB, every wait
-    is bounded.
+    is bounded. Frozen, because every connection of a server shares it: derive a
+    variant with ``dataclasses.replace(config, field=value)``.
+
+    Raises:
+        ValueError: an option out of its range (checked when the Config is made).
     """
 
     # permessage-deflate (RFC 7692)

@@ -3,43 +3,46 @@
 Reading happens in the task that calls ``listen()``: it feeds the transport's bytes to
 the pure ``FrameReader`` and awaits the handler for each event, in wire order, before
 reading further (back-pressure comes for free). Writing goes through ``FrameWriter``,
-which keeps every frame in call order whether it was written directly or queued.
+which keeps every frame in call order whether it was written directly or queued. The
+connection's state lives in one ``Lifecycle`` (``_lifecycle``), which this class
+drives: every transition happens here or is reported here.
 
 ``listen()`` runs in three steps:
 
 1. the read phase, until a close frame arrives or something ends the connection;
-2. the closing phase: answer the peer's close, or send ours with the error's code,
+2. the closing phase: answer the peer's close, or send ours with the failure's code,
    then wait for the peer to close the transport; bounded by ``close_timeout``;
 3. the stream is closed and exactly one of ``on_close`` / ``on_error`` is called.
 
 Other tasks (a failed writer, the keepalive, a parallel handler that raised) end the
-connection by recording a failure and cancelling the read phase's cancel scope; the
-first recorded failure is what the handler is told.
+connection by recording a failure in the lifecycle and cancelling the read phase's
+cancel scope; the first failure recorded is what the handler is told.
 
 Helper tasks (the write queue's drainer, keepalive, parallel handlers) live in a
 nursery that ``listen()`` opens, so they never outlive the connection.
 
-Speed (see benchmarks/). What a sequential handler writes while the reader handles one
-read is corked and leaves in one send before the next read (FrameWriter); handlers
-are stepped by hand so that the common one, which finishes without blocking, costs no
-wrapper, and one that blocks first hands its corked frames to a flush task. On a plain
-``trio.SocketStream`` the reader and writer talk to its socket directly, and the rest
-of a large frame is read in one receive.
+Speed (see benchmarks/ and docs/design.md). What a sequential handler writes while
+the reader handles one read is corked and leaves in one send before the next read
+(FrameWriter); handlers are stepped by hand so that the common one, which finishes
+without blocking, costs no wrapper, and one that blocks first hands its corked frames
+to a flush task. The transport (``_transport``) reads and writes a plain socket
+directly, and the rest of a large frame is read in one receive.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import struct
 import sys
 from collections.abc import Callable, Coroutine, MutableMapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Union
 
 import trio
 
-from ._close import build_close_payload
 from ._config import Config
 from ._errors import (
+    ConnectionClosed,
     ConnectionClosedError,
     HandlerError,
     ProtocolError,
@@ -48,8 +51,10 @@ from ._errors import (
 )
 from ._frames import CloseReceived, Ping, Pong, check_control_payload
 from ._handler import EventHandler
+from ._lifecycle import Lifecycle, State
 from ._reader import FrameReader
 from ._stepping import resume_corked
+from ._transport import Transport, stream_addresses, translate_socket_error
 from ._types import Message, Opcode, Payload, as_bytes, data_opcode
 from ._writer import FrameWriter
 
@@ -57,26 +62,12 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from ._deflate import DeflateParams
+    from ._extension import Extension
     from ._handshake import Request
 
 #: The most one read asks for while a large frame's payload is arriving.
 _LARGE_READ = 1024 * 1024
 Outcome = Union[WebSocketError, CloseReceived]
-
-
-def _stream_addresses(stream: trio.abc.Stream) -> tuple[Any, Any]:
-    """(remote, local) socket addresses of a SocketStream, possibly under TLS."""
-    inner: Any = stream
-    while isinstance(inner, trio.SSLStream):
-        inner = inner.transport_stream
-    sock = getattr(inner, "socket", None)
-    if sock is None:
-        return None, None
-    try:
-        return sock.getpeername(), sock.getsockname()
-    except OSError:
-        return None, None
 
 
 def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
@@ -94,18 +85,19 @@ def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
     return None
 
 
-class Conn:
+class Conn(trio.abc.AsyncResource):
     """A WebSocket connection; safe to use from any task of the same Trio run.
 
     Built by ``Upgrader.upgrade`` / ``serve`` on the server and by ``connect`` on the
-    client, after the opening handshake. Call ``listen()`` to run it.
+    client, after the opening handshake. Run it with ``listen()``; ``async with conn:``
+    closes it (1000, or 1011 when the block raised) when the block ends.
     """
 
     __slots__ = (
-        "_close_deadline", "_config", "_ended", "_failure", "_handler", "_handlers_idle",
-        "_in_flight", "_is_server", "_leftover", "_limiter", "_nursery", "_pong_seen",
-        "_read_deadline", "_read_scope", "_reader", "_reader_task", "_receive_scope",
-        "_reported", "_stream", "_writer", "deflate_params", "local_address",
+        "_close_deadline", "_config", "_ended", "_handler", "_handlers_idle",
+        "_in_flight", "_is_server", "_leftover", "_lifecycle", "_limiter", "_nursery",
+        "_pong_seen", "_read_deadline", "_read_scope", "_reader", "_reader_task",
+        "_receive_scope", "_trace", "_transport", "_writer", "extension", "local_address",
         "remote_address", "request", "session", "subprotocol", "__weakref__",
     )
 
@@ -118,82 +110,95 @@ class Conn:
         is_server: bool,
         request: Request,
         subprotocol: str | None = None,
-        deflate: DeflateParams | None = None,
+        extension: Extension | None = None,
         leftover: bytes = b"",
     ) -> None:
-        self._stream = stream
+        self._transport = Transport(stream)
         self._handler = handler
         self._config = config
         self._is_server = is_server
         self.request = request
         self.subprotocol = subprotocol
         self.session: MutableMapping[str, Any] = {}
-        self.remote_address, self.local_address = _stream_addresses(stream)
-        self.deflate_params = deflate
-        compressor = decompressor = None
-        if deflate is not None:
-            from ._deflate import Compressor, Decompressor
-
-            compressor = Compressor(deflate, is_server=is_server, level=config.compress_level)
-            decompressor = Decompressor(deflate, is_server=is_server,
-                                        max_size=config.max_content_length)
+        self.remote_address, self.local_address = stream_addresses(stream)
+        self.extension = extension
+        self._lifecycle = Lifecycle()
         self._reader = FrameReader(
             expect_masked=is_server,
             max_content_length=config.max_content_length,
             check_text=config.check_text_encoding,
-            decompressor=decompressor,
+            extension_rsv=extension.rsv if extension is not None else 0,
+            decoder=(extension.decoder(is_server=is_server, config=config)
+                     if extension is not None else None),
         )
         self._writer = FrameWriter(
-            stream,
+            self._transport,
+            self._lifecycle,
             mask=not is_server,
-            compressor=compressor,
-            compress_threshold=config.compress_threshold,
+            encoder=(extension.encoder(is_server=is_server, config=config)
+                     if extension is not None else None),
             queue_size=config.write_queue_size,
-            on_broken=self._fail_soon,
-            on_overflow=self._fail_soon,
+            on_broken=self._transport_broken,
+            on_overflow=self._overflow,
         )
         self._leftover = leftover
         self._read_scope = trio.CancelScope()
         self._close_deadline = math.inf
         self._read_deadline = math.inf
         self._receive_scope: trio.CancelScope | None = None
-        self._failure: WebSocketError | None = None
         self._reader_task: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
-        # Created when someone waits for the end (most connections: nobody); True
-        # once it happened. Events are small, but not times thousands of idle conns.
-        self._ended: trio.Event | bool = False
-        self._reported = False
+        # Made when somebody waits for the end (most connections: nobody). Events are
+        # small, but not times thousands of idle connections.
+        self._ended: trio.Event | None = None
         self._pong_seen: trio.Event | None = None
         self._limiter = (trio.CapacityLimiter(config.parallel_limit)
                          if config.parallel_enabled else None)
         self._in_flight = 0
         self._handlers_idle: trio.Event | None = None  # set up by the first parallel handler
+        # Frames and transitions are traced at DEBUG; asked once, so tracing that is off
+        # costs one test of a boolean per read.
+        self._trace = config.logger.isEnabledFor(logging.DEBUG)
 
     # -- state -----------------------------------------------------------------------
 
     @property
+    def state(self) -> State:
+        """Where the connection is in its lifecycle (OPEN, LOCAL_CLOSING, ...)."""
+        return self._lifecycle.state
+
+    @property
+    def closing(self) -> bool:
+        """True once writes are refused: we began closing, or the connection ended."""
+        return self._lifecycle.closing
+
+    @property
+    def close_sent(self) -> bool:
+        """Alias of ``closing`` (the name of earlier releases)."""
+        return self._lifecycle.closing
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has fully ended (the stream is closed)."""
+        return self._lifecycle.ended
+
+    @property
     def compressed(self) -> bool:
         """True when permessage-deflate was negotiated."""
-        return self.deflate_params is not None
+        return self.extension is not None and self.extension.name == "permessage-deflate"
+
+    @property
+    def deflate_params(self) -> Any:
+        """The negotiated permessage-deflate parameters (``DeflateParams``), or None."""
+        return self.extension if self.compressed else None
 
     @property
     def is_server(self) -> bool:
         return self._is_server
 
     @property
-    def close_sent(self) -> bool:
-        """True once closing began (we sent or queued a close frame): writes now fail."""
-        return self._writer.close_requested or self._writer.broken
-
-    @property
-    def closed(self) -> bool:
-        """True once the connection has fully ended (the stream is closed)."""
-        return self._ended is True
-
-    @property
     def queued(self) -> int:
-        """Messages queued by ``write_async`` (and broadcasts) not yet sent."""
+        """Messages queued by ``write_nowait`` (and broadcasts) not yet sent."""
         return self._writer.queued
 
     @property
@@ -202,91 +207,152 @@ class Conn:
 
     def __repr__(self) -> str:
         side = "server" if self._is_server else "client"
-        state = "closed" if self.closed else "closing" if self.close_sent else "open"
-        return f"<Conn {side} {self.remote_address} {state}>"
+        return f"<Conn {side} {self.remote_address} {self._lifecycle.state.value}>"
 
     # -- writing ---------------------------------------------------------------------
 
     async def write_message(self, opcode: Opcode | int, payload: Payload) -> None:
-        """Send one data message (TEXT or BINARY); ``str`` payloads are UTF-8 encoded."""
+        """Send one data message.
+
+        Args:
+            opcode: ``Opcode.TEXT`` or ``Opcode.BINARY``.
+            payload: bytes-like, or ``str`` (UTF-8 encoded).
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed
+                (``ConnectionClosedOK`` after a clean close).
+            ValueError: ``opcode`` is not a data opcode.
+        """
+        if self._trace:
+            self._log("> %s %d bytes", Opcode(opcode).name, len(payload))
         await self._writer.write_message(data_opcode(opcode), as_bytes(payload))
 
     async def write_string(self, text: str) -> None:
-        """Send a text message."""
+        """Send a text message (see ``write_message``)."""
+        if self._trace:
+            self._log("> TEXT %d characters", len(text))
         await self._writer.write_message(Opcode.TEXT, text.encode("utf-8"))
 
     async def writev(self, opcode: Opcode | int, *payloads: bytes | bytearray | memoryview
                      ) -> None:
-        """Send one message made of several buffers, without joining large ones first."""
+        """Send one message made of several buffers, without joining large ones first.
+
+        Raises:
+            ConnectionClosed, ValueError: as ``write_message``.
+        """
+        if self._trace:
+            self._log("> %s %d buffers", Opcode(opcode).name, len(payloads))
         await self._writer.write_vectored(data_opcode(opcode),
                                           [as_bytes(part) for part in payloads])
 
-    def write_async(self, opcode: Opcode | int, payload: Payload) -> None:
+    def write_nowait(self, opcode: Opcode | int, payload: Payload) -> None:
         """Queue a message without waiting; it goes out in order with every other write.
 
         The queue holds at most ``Config.write_queue_size`` messages. Past that the peer
-        is not keeping up: this raises WriteQueueFullError and the connection is failed
-        with close code 1008 (the error reported to ``on_error`` counts the messages
-        that were never sent). Needs ``listen()`` running for the queue to drain.
+        is not keeping up: the connection is failed with close code 1008 (the error
+        reported to ``on_error`` counts the messages that were never sent). Needs
+        ``listen()`` running for the queue to drain.
+
+        Raises:
+            WriteQueueFullError: the queue is full (the connection is now failing).
+            ConnectionClosed, ValueError: as ``write_message``.
         """
         kind = data_opcode(opcode)
         data = as_bytes(payload)
         if not isinstance(data, bytes):
             data = bytes(data)  # the caller may reuse its buffer once we return
+        if self._trace:
+            self._log("> %s %d bytes (queued)", kind.name, len(data))
         writer = self._writer
-        writer.write_async(lambda: writer.encode_message(kind, data))
+        writer.write_nowait(lambda: writer.encode_message(kind, data))
 
-    def _write_async_frame(self, frame: bytes) -> None:
+    #: gws's name of ``write_nowait``.
+    write_async = write_nowait
+
+    def _write_nowait_frame(self, frame: bytes) -> None:
         """Queue an already encoded frame (the Broadcaster's shared frames)."""
-        self._writer.write_async(frame)
+        self._writer.write_nowait(frame)
 
     async def write_ping(self, payload: Payload = b"") -> None:
-        """Send a ping (at most 125 bytes)."""
+        """Send a ping.
+
+        Raises:
+            ValueError: the payload is over 125 bytes.
+            ConnectionClosed: as ``write_message``.
+        """
         await self._write_control(Opcode.PING, payload)
 
     async def write_pong(self, payload: Payload = b"") -> None:
-        """Send a pong (at most 125 bytes), e.g. as an unsolicited heartbeat."""
+        """Send a pong (at most 125 bytes), e.g. as an unsolicited heartbeat.
+
+        Raises:
+            ValueError, ConnectionClosed: as ``write_ping``.
+        """
         await self._write_control(Opcode.PONG, payload)
 
     async def _write_control(self, opcode: Opcode, payload: Payload) -> None:
         data = as_bytes(payload)
         check_control_payload(opcode, data)
+        if self._trace:
+            self._log("> %s %d bytes", opcode.name, len(data))
         await self._writer.write_control(opcode, data)
 
     async def write_close(self, code: int = 1000, reason: bytes | str = b"") -> None:
         """Start the close handshake; the peer's answer ends ``listen()``.
 
-        The close frame goes out after everything written or queued before it. The
-        wait for the peer's answer is bounded by ``close_timeout``. Calling it again
-        once closing began does nothing.
+        The close frame goes out after everything written or queued before it. The wait
+        for the peer's answer is bounded by ``close_timeout``.
+
+        Args:
+            code: a close code that may be sent (1000-1003, 1007-1014, 3000-4999).
+            reason: at most 123 bytes of UTF-8.
+
+        Raises:
+            ConnectionClosed: closing already began (a second close) or it ended.
+            ValueError: ``code`` or ``reason`` may not be sent.
         """
-        payload = build_close_payload(code, reason)
-        if self.close_sent:
-            return
+        payload = self._lifecycle.local_close(code, reason)
+        self._transition(f"we close with {code}")
         self._arm_close_deadline()
         await self._writer.write_close(payload)
 
     async def aclose(self, code: int = 1000, reason: bytes | str = b"") -> None:
-        """Close: handshake bounded by ``close_timeout``, then the stream.
+        """Close: handshake bounded by ``close_timeout``, then the stream. Idempotent.
 
         When ``listen()`` runs in another task this waits for it to finish; called from
         a handler (the reader's own task) it only starts the handshake, which the
         reader completes. On a connection that is not listening it runs ``listen()``
-        itself until the peer answers (the handler sees the events that arrive).
+        itself until the peer answers (the handler sees the events that arrive). If
+        it is cancelled while waiting, the stream is closed at once (Trio's rule for
+        ``aclose``).
+
+        Raises:
+            ValueError: ``code`` or ``reason`` may not be sent.
         """
         try:
             await self.write_close(code, reason)
-        except ConnectionClosedError:
-            pass  # the transport failed: listen() ends by itself
+        except ConnectionClosed:
+            pass  # closing began already, or the transport failed: listen() ends it
         if trio.lowlevel.current_task() is self._reader_task:
             return
-        if self._reader_task is not None:
-            if self._ended is False:
-                self._ended = trio.Event()
-            if self._ended is not True:
-                await self._ended.wait()
-        else:
+        if self._reader_task is None:
             await self.listen()
+            return
+        if self._lifecycle.ended:
+            return
+        if self._ended is None:
+            self._ended = trio.Event()
+        try:
+            await self._ended.wait()
+        except BaseException:
+            await trio.aclose_forcefully(self._transport.stream)  # the reader notices
+            raise
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc_value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        """Close with 1000, or 1011 when the block raised."""
+        await self.aclose(1000 if exc_type is None else 1011)
 
     # -- deadlines -------------------------------------------------------------------
 
@@ -308,21 +374,50 @@ class Conn:
 
     def _fail_soon(self, error: WebSocketError) -> None:
         """End the connection from any task: the first failure recorded wins."""
-        if self._failure is None:
-            self._failure = error
+        if self._lifecycle.fail(error):
+            self._transition(f"failing: {error}")
         self._read_scope.cancel()
+
+    def _overflow(self, error: WebSocketError) -> None:
+        """The write queue overflowed: fail, and refuse writes from now on (they would
+        be queued, then dropped with nobody told)."""
+        if self._lifecycle.fail(error, refuse_writes=True):
+            self._transition(f"failing: {error}")
+        self._read_scope.cancel()
+
+    def _transport_broken(self, error: ConnectionClosedError) -> None:
+        """The writer found the transport broken: nothing more can be sent."""
+        self._lifecycle.transport_broken(error)
+        self._transition(f"transport broken: {error}")
+        self._read_scope.cancel()
+
+    # -- tracing ---------------------------------------------------------------------
+
+    def _log(self, message: str, *args: object) -> None:
+        self._config.logger.debug("%r " + message, self, *args)
+
+    def _transition(self, why: str) -> None:
+        if self._trace:
+            self._log("-> %s (%s)", self._lifecycle.state.value, why)
 
     # -- running ---------------------------------------------------------------------
 
-    async def listen(self) -> None:
+    async def listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
         """Run the connection until it ends; call it once, e.g. in a nursery task.
 
         Returns normally however the connection ended (the handler learns how through
-        ``on_close`` or ``on_error``); only cancellation propagates.
+        ``on_close`` or ``on_error``); only cancellation propagates. With
+        ``nursery.start(conn.listen)`` it reports started once it is the connection's
+        reader, so nothing can start a second one.
+
+        Raises:
+            RuntimeError: listen() is already running, or has run.
         """
         if self._reader_task is not None:
             raise RuntimeError("listen() is already running or has run")
         self._reader_task = trio.lowlevel.current_task()
+        task_status.started()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -338,7 +433,9 @@ class Conn:
             if cancelled is None:
                 raise
             self._writer.attach(None)
-            await self._end(ConnectionClosedError("the connection was cancelled"), shielded=True)
+            error = ConnectionClosedError("the connection was cancelled")
+            self._lifecycle.fail(error)
+            await self._end(error, shielded=True)
             if cancelled is exc:
                 raise
             raise cancelled from None
@@ -346,16 +443,14 @@ class Conn:
 
     async def _read_phase(self) -> Outcome:
         """Handle events in wire order until the peer's close frame or a failure."""
+        lifecycle = self._lifecycle
         try:
             with self._read_scope:
                 await self._callback(self._handler.on_open, self)
-                # The loop is here, not in a helper: an idle connection waits in
-                # receive_some with one coroutine frame less (memory per connection).
-                # A plain TCP stream is read through its socket, skipping what
-                # SocketStream.receive_some adds per call (see FrameWriter._send_all).
-                stream = self._stream
-                receive = (stream.socket.recv if type(stream) is trio.SocketStream
-                           else stream.receive_some)
+                # The loop is here, not in a helper: an idle connection waits in the
+                # receive with one coroutine frame less (memory per connection). The
+                # receive is the transport's raw one; its OSErrors are translated below.
+                receive = self._transport.fast_receive
                 reader = self._reader
                 size = self._config.read_buffer_size
                 data: bytes | bytearray = self._leftover
@@ -369,23 +464,28 @@ class Conn:
                     # pieces to join (its size is already bounded by the reader).
                     want = max(size, min(reader.frame_remaining, _LARGE_READ))
                     if self._read_deadline == math.inf:
-                        data = await receive(want)
+                        try:
+                            data = await receive(want)
+                        except OSError as exc:
+                            raise translate_socket_error(exc) from None
                     else:
                         data = await self._receive_with_deadline(want)
                     if not data:
                         raise ConnectionClosedError(
                             "the peer closed the stream without a close frame")
-        except (ProtocolError, HandlerError, WebSocketTimeoutError,
-                ConnectionClosedError) as exc:
-            return self._failure or exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            return self._failure or ConnectionClosedError(f"transport failed: {exc!r}")
+        except (ProtocolError, HandlerError, WebSocketTimeoutError, ConnectionClosed) as exc:
+            self._fail_soon(exc)
+            return lifecycle.failure or exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            lifecycle.transport_broken(ConnectionClosedError(f"transport failed: {exc!r}"))
+            assert lifecycle.failure is not None
+            return lifecycle.failure
         # Only the read scope's own cancellation gets here.
-        if self._failure is not None:
-            return self._failure
-        return WebSocketTimeoutError(
-            f"no close frame from the peer within {self._config.close_timeout}s"
-        )
+        if lifecycle.failure is None:
+            self._fail_soon(WebSocketTimeoutError(
+                f"no close frame from the peer within {self._config.close_timeout}s"))
+        assert lifecycle.failure is not None
+        return lifecycle.failure
 
     async def _handle_read(self, data: bytes | bytearray) -> CloseReceived | None:
         """Hand the events of one read to the handler, in order; the close, if any.
@@ -396,10 +496,13 @@ class Conn:
         handler = self._handler
         writer = self._writer
         parallel = self._limiter is not None
+        trace = self._trace
         writer.cork_task = None if parallel else self._reader_task
         try:
             event: Any  # dispatched on its exact type: cheaper than isinstance chains
             for event in self._reader.receive(data):
+                if trace:
+                    self._log("< %r", event)
                 kind = type(event)
                 if kind is Message:
                     if parallel:
@@ -414,6 +517,8 @@ class Conn:
                     await self._callback(handler.on_pong, self, event.payload)
                 else:
                     assert isinstance(event, CloseReceived)
+                    self._lifecycle.remote_close(event.code, event.reason)
+                    self._transition(f"the peer closes with {event.code}")
                     return event
         finally:
             writer.cork_task = None
@@ -425,7 +530,7 @@ class Conn:
         with trio.CancelScope(deadline=self._read_deadline) as scope:
             self._receive_scope = scope
             try:
-                return await self._stream.receive_some(size)
+                return await self._transport.receive_some(size)
             finally:
                 self._receive_scope = None
         raise WebSocketTimeoutError("read deadline passed without data from the peer")
@@ -446,8 +551,8 @@ class Conn:
                     pass
                 else:
                     await resume_corked(coro, trap, self._writer.flush_soon)
-        except ConnectionClosedError:
-            if self._writer.broken or not self._writer.close_requested:
+        except ConnectionClosed:
+            if self._lifecycle.broken or not self._lifecycle.closing:
                 raise  # our own write failed: a transport problem, not a handler bug
             # We began closing (our close frame is sent or queued) and a handler's write
             # lost that race: not a failure. Keep reading until the peer's close frame,
@@ -474,7 +579,7 @@ class Conn:
             await self._callback(self._handler.on_message, self, message)
         except HandlerError as exc:
             self._fail_soon(exc)
-        except ConnectionClosedError:
+        except ConnectionClosed:
             pass  # the connection is ending; listen() reports why
         finally:
             self._limiter.release_on_behalf_of(token)
@@ -498,7 +603,7 @@ class Conn:
             with trio.move_on_after(timeout):
                 try:
                     await self.write_ping()
-                except ConnectionClosedError:
+                except ConnectionClosed:
                     return
                 await pong_seen.wait()
             if not pong_seen.is_set():
@@ -510,27 +615,30 @@ class Conn:
     async def _closing_phase(self, outcome: Outcome) -> None:
         """Answer or send the close frame, then let the peer close first (bounded)."""
         self._arm_close_deadline()
+        lifecycle = self._lifecycle
         writer = self._writer
         with trio.CancelScope(deadline=self._close_deadline):
             try:
                 if isinstance(outcome, CloseReceived):
-                    writer.peer_close = (outcome.code, outcome.reason)
                     await self._let_handlers_finish()
-                    echo = b"" if outcome.code == 1005 else struct.pack("!H", outcome.code)
-                    await writer.write_close(echo, reply=True)
+                    reply = lifecycle.reply_payload()
+                    if reply is not None:
+                        self._transition("we answer the peer's close")
+                        await writer.write_close(reply)
                     await writer.wait_flushed()  # e.g. our own close, still being sent
                     if not self._is_server:
                         await self._wait_for_eof()
                     return
-                code = getattr(outcome, "close_code", None)
-                if code is None or writer.broken or writer.close_sent:
+                if not lifecycle.owes_failure_close(outcome):
                     return
                 await self._let_handlers_finish()
-                reason = str(outcome).encode("utf-8")[:123].decode("utf-8", "ignore")
-                if await writer.write_close(struct.pack("!H", code) + reason.encode("utf-8"),
-                                            reply=True):
-                    await self._wait_for_eof()
-            except ConnectionClosedError:
+                payload = lifecycle.failure_payload(outcome)
+                if payload is None:
+                    return  # the transport broke meanwhile, or a handler closed
+                self._transition(f"we fail with {outcome.close_code}")
+                await writer.write_close(payload)
+                await self._wait_for_eof()
+            except ConnectionClosed:
                 pass  # the peer is gone: nothing more to say
 
     async def _let_handlers_finish(self) -> None:
@@ -543,27 +651,29 @@ class Conn:
                 await self._handlers_idle.wait()
 
     async def _wait_for_eof(self) -> None:
-        """Half-close if possible and discard input until the peer closes.
+        """Half-close (server) and discard input until the peer closes (see
+        ``_transport.half_close``: a close frame must not be destroyed by an RST)."""
+        from ._transport import half_close
 
-        Closing a socket with unread input makes the kernel send RST, which can destroy
-        our close frame before the peer reads it; draining first avoids that.
-        """
-        send_eof = getattr(self._stream, "send_eof", None)
+        transport = self._transport
         try:
-            if send_eof is not None and self._is_server:
-                await send_eof()
-            while await self._stream.receive_some(self._config.read_buffer_size):
+            if self._is_server:
+                await half_close(transport.stream)
+            while await transport.receive_some(self._config.read_buffer_size):
                 pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
     async def _end(self, outcome: Outcome, *, shielded: bool = False) -> None:
         """Close the stream and tell the handler how the connection ended, once."""
-        self._writer.broken = True
+        if self._lifecycle.ended:
+            return
+        self._lifecycle.end()
+        self._transition("ended")
         # Shielded: under an outer cancellation aclose would raise Cancelled again
         # and skip the report.
         with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(self._stream)
+            await trio.aclose_forcefully(self._transport.stream)
         dropped = self._writer.fail_queue()
         if dropped:
             # Never silently: the log says it, and so does the error on_error gets.
@@ -571,15 +681,11 @@ class Conn:
                                         self, dropped)
             if isinstance(outcome, WebSocketError) and len(outcome.args) == 1:
                 outcome.args = (f"{outcome.args[0]} ({dropped} queued message(s) not sent)",)
-        if self._reported:
-            return
-        self._reported = True
         try:
             await self._notify(outcome, shielded)
         finally:
-            if isinstance(self._ended, trio.Event):
+            if self._ended is not None:
                 self._ended.set()
-            self._ended = True
 
     async def _notify(self, outcome: Outcome, shielded: bool) -> None:
         with trio.CancelScope(shield=shielded) as scope:
@@ -597,4 +703,3 @@ class Conn:
                     await self._handler.on_error(self, error)
             except Exception:
                 self._config.logger.exception("on_close/on_error raised in %s", self)
-

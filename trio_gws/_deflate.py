@@ -1,9 +1,10 @@
 """permessage-deflate (RFC 7692): negotiation and per-message (de)compression.
 
-Pure protocol core: strings and bytes in, decisions and bytes out, no I/O. The
-connection layer negotiates once with :func:`negotiate_server` (server) or
-:func:`client_offer` + :func:`accept_server_response` (client), then owns one
-:class:`Compressor` and one :class:`Decompressor` for the connection's lifetime.
+Pure protocol core: strings and bytes in, decisions and bytes out, no I/O. The one
+implementation of the extension seam (``_extension``): negotiation gives a
+:class:`DeflateParams`, the ``Extension`` a connection holds, whose ``encoder()`` is
+a :class:`Compressor` and ``decoder()`` a :class:`Decompressor`, each owned by one
+side of one connection for its lifetime.
 
 Two zlib facts shape this module:
 
@@ -22,12 +23,15 @@ from __future__ import annotations
 import re
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from ._config import Config
 from ._errors import HandshakeError, MessageTooLargeError, ProtocolError
+from ._extension import PLAIN
+from ._frames import RSV1
+from ._mask import Buffer
 
 __all__ = [
     "EXTENSION_NAME",
@@ -146,12 +150,47 @@ def _parse_value(text: str, pos: int) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class DeflateParams:
-    """The agreed parameters, named as on the wire; both sides hold the same values."""
+    """The agreed parameters, named as on the wire; both sides hold the same values.
+
+    Also the negotiated ``Extension`` (see ``_extension``): it owns RSV1.
+    """
 
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = False
     server_max_window_bits: int = 15
     client_max_window_bits: int = 15
+
+    @property
+    def name(self) -> str:
+        return EXTENSION_NAME
+
+    @property
+    def rsv(self) -> int:
+        return RSV1
+
+    def encoder(self, *, is_server: bool, config: Config) -> Compressor:
+        return Compressor(self, is_server=is_server, level=config.compress_level,
+                          threshold=config.compress_threshold)
+
+    def decoder(self, *, is_server: bool, config: Config) -> Decompressor:
+        return Decompressor(self, is_server=is_server, max_size=config.max_content_length)
+
+    def broadcast_key(self, config: Config, length: int) -> Hashable | None:
+        """Below the threshold a message goes uncompressed: the plain frame. Without
+        server context takeover the client resets its window after every message, so
+        a message compressed from an empty window is valid for all such connections
+        with the same window and level. With takeover, the client keeps every message
+        in its window and so must our compressor: no sharing."""
+        if length < config.compress_threshold:
+            return PLAIN
+        if not self.server_no_context_takeover:
+            return None
+        return (EXTENSION_NAME, self.server_max_window_bits, config.compress_level)
+
+    def shared_encoder(self, config: Config) -> Compressor:
+        fresh = DeflateParams(server_no_context_takeover=True,
+                              server_max_window_bits=self.server_max_window_bits)
+        return fresh.encoder(is_server=True, config=config)
 
 
 _PARAM_NAMES = frozenset(
@@ -362,17 +401,26 @@ class Compressor:
     exactly as a fresh compressor would, without reallocating one per message.
     """
 
-    __slots__ = ("window_bits", "no_context_takeover", "_deflater", "_flush_mode")
+    __slots__ = ("window_bits", "no_context_takeover", "threshold", "_deflater",
+                 "_flush_mode")
 
-    def __init__(self, params: DeflateParams, *, is_server: bool, level: int) -> None:
+    def __init__(self, params: DeflateParams, *, is_server: bool, level: int,
+                 threshold: int = 0) -> None:
         if is_server:
             bits, no_takeover = params.server_max_window_bits, params.server_no_context_takeover
         else:
             bits, no_takeover = params.client_max_window_bits, params.client_no_context_takeover
         self.window_bits = bits
         self.no_context_takeover = no_takeover
+        self.threshold = threshold  # smaller messages are sent as they are
         self._deflater = _new_deflater(bits, level)
         self._flush_mode = zlib.Z_FULL_FLUSH if no_takeover else zlib.Z_SYNC_FLUSH
+
+    def encode(self, data: Buffer) -> tuple[Buffer, int]:
+        """The ``MessageEncoder`` side: compressed with RSV1 from ``threshold`` on."""
+        if len(data) < self.threshold:
+            return data, 0
+        return self.compress(data), RSV1
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
         """One whole message -> the payload to send with RSV1 (flush tail stripped)."""

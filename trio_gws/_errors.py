@@ -1,16 +1,26 @@
 """Exception hierarchy.
 
-Every error that ends a connection carries the close code it is sent with, so the
-connection layer never has to guess which code a failure deserves.
+Every error that ends a connection carries the close code it is sent with in one
+attribute, ``close_code`` (None: no close frame can or need be sent, e.g. the
+transport failed), so the connection layer never has to guess which code a failure
+deserves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._types import CloseCode
+
 
 class WebSocketError(Exception):
-    """Base class of every error raised by trio-gws."""
+    """Base class of every error raised by trio-gws.
+
+    ``close_code`` is the code a connection that fails with this error is closed with,
+    or None when no close frame is sent for it.
+    """
+
+    close_code: int | None = None
 
 
 class HandshakeError(WebSocketError):
@@ -38,7 +48,7 @@ class HandshakeError(WebSocketError):
 class ProtocolError(WebSocketError):
     """The peer broke RFC 6455 (or RFC 7692); ``close_code`` is what we close with."""
 
-    close_code: int = 1002
+    close_code: int = CloseCode.PROTOCOL_ERROR
 
     def __init__(self, message: str, close_code: int | None = None) -> None:
         super().__init__(message)
@@ -49,46 +59,61 @@ class ProtocolError(WebSocketError):
 class MessageTooLargeError(ProtocolError):
     """A frame or message exceeded ``Config.max_content_length`` (close code 1009)."""
 
-    close_code = 1009
+    close_code = CloseCode.MESSAGE_TOO_BIG
 
 
 class InvalidTextError(ProtocolError):
     """A text message or close reason was not valid UTF-8 (close code 1007)."""
 
-    close_code = 1007
+    close_code = CloseCode.INVALID_DATA
 
 
-class ConnectionClosedError(WebSocketError):
-    """The connection is closed (or closing) and cannot be written to.
+class ConnectionClosed(WebSocketError):
+    """The connection is closing or closed: it cannot be written to any more.
 
-    ``code`` and ``reason`` are the close frame that ended it when one was received,
-    1006 and empty when the connection ended without a close frame.
+    Catch this for any close. ``code`` and ``reason`` say how it ended (or is ending):
+    the peer's close frame when it arrived, else the close frame we sent (our code,
+    empty reason), else 1006 ("abnormal": no close frame either way).
     """
 
-    def __init__(self, message: str, code: int = 1006, reason: bytes = b"") -> None:
+    def __init__(self, message: str, code: int = CloseCode.ABNORMAL,
+                 reason: bytes = b"") -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
 
 
+class ConnectionClosedOK(ConnectionClosed):
+    """...after a clean close: every close frame so far said 1000 or 1001 (or no code),
+    and nothing failed."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """...after anything else: an error code, a failure, or no close handshake.
+
+    Also what ``on_error`` gets when the transport fails or the peer vanishes.
+    """
+
+
 class WriteQueueFullError(WebSocketError):
-    """``write_async`` hit ``Config.write_queue_size``: the peer does not keep up.
+    """``write_nowait`` hit ``Config.write_queue_size``: the peer does not keep up.
 
     The connection is failed with close code 1008 (the queued messages are counted
-    in the error reported to ``on_error``); the caller of ``write_async`` gets this
+    in the error reported to ``on_error``); the caller of ``write_nowait`` gets this
     error too, so no message is dropped without somebody being told.
     """
 
-    close_code = 1008
+    close_code = CloseCode.POLICY_VIOLATION
 
 
 class HandlerError(WebSocketError):
-    """An ``EventHandler`` callback raised; the original exception is ``__cause__``.
+    """Internal: an ``EventHandler`` callback raised; the original is ``__cause__``.
 
-    Reported through ``on_error``; the connection closes with 1011.
+    Not exported: ``on_error`` gets the original exception itself. The connection
+    closes with 1011.
     """
 
-    close_code = 1011
+    close_code = CloseCode.INTERNAL_ERROR
 
 
 class WebSocketTimeoutError(WebSocketError, TimeoutError):
@@ -97,4 +122,4 @@ class WebSocketTimeoutError(WebSocketError, TimeoutError):
     Also a builtin ``TimeoutError``, so generic timeout handling catches it.
     """
 
-    close_code = 1011
+    close_code = CloseCode.INTERNAL_ERROR

@@ -25,10 +25,17 @@ _pack_medium = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 
 
-def frame_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False,
+#: Every reserved bit of the first header byte; an extension owns some of them.
+RSV_BITS = RSV1 | RSV2 | RSV3
+
+
+def frame_header(opcode: int, length: int, *, fin: bool = True, rsv: int = 0,
                  mask_key: bytes | None = None) -> bytes:
-    """The header of a frame: first byte, minimal length encoding, optional mask key."""
-    first = opcode | (FIN if fin else 0) | (RSV1 if rsv1 else 0)
+    """The header of a frame: first byte, minimal length encoding, optional mask key.
+
+    ``rsv`` is the reserved bits to set, as they sit in the first byte (``RSV1``...).
+    """
+    first = opcode | (FIN if fin else 0) | rsv
     mask_flag = MASK_BIT if mask_key is not None else 0
     if length < 126:
         header = _pack_short(first, mask_flag | length)
@@ -41,15 +48,15 @@ def frame_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = Fal
     return header
 
 
-def encode_frame(opcode: int, payload: Buffer, *, fin: bool = True, rsv1: bool = False,
+def encode_frame(opcode: int, payload: Buffer, *, fin: bool = True, rsv: int = 0,
                  mask: bool = False) -> bytes:
     """A whole frame as bytes; masked with a fresh random key when ``mask`` (client side)."""
     if mask:
         key = new_mask_key()
-        return frame_header(opcode, len(payload), fin=fin, rsv1=rsv1, mask_key=key) + apply_mask(
+        return frame_header(opcode, len(payload), fin=fin, rsv=rsv, mask_key=key) + apply_mask(
             payload, key
         )
-    return frame_header(opcode, len(payload), fin=fin, rsv1=rsv1) + payload
+    return frame_header(opcode, len(payload), fin=fin, rsv=rsv) + payload
 
 
 def check_control_payload(opcode: Opcode, payload: Buffer) -> None:

@@ -29,7 +29,7 @@ class EventHandler:
 
     async def on_ping(self, conn: Conn, payload: bytes) -> None:
         """A ping arrived; the default answers with a pong echoing its payload."""
-        if not conn.close_sent:
+        if not conn.closing:
             await conn.write_pong(payload)
 
     async def on_pong(self, conn: Conn, payload: bytes) -> None:

@@ -12,6 +12,7 @@ import trio
 from ._config import Config
 from ._conn import Conn
 from ._errors import HandshakeError, WebSocketError, WebSocketTimeoutError
+from ._extension import negotiate_server
 from ._handler import EventHandler
 from ._handshake import (
     Rejection,
@@ -23,6 +24,7 @@ from ._handshake import (
     parse_request_line,
 )
 from ._http import find_head_end, header_items, parse_head
+from ._transport import half_close
 
 #: How long we spend trying to deliver an HTTP error response to a client.
 _ERROR_RESPONSE_TIMEOUT = 1.0
@@ -82,14 +84,10 @@ class Upgrader:
         key = check_request(request)
 
         subprotocol = choose_subprotocol(headers, config.subprotocols)
-        deflate = None
-        extensions = None
-        if config.compress_enabled:
-            from ._deflate import negotiate_server
-
-            agreed = negotiate_server(headers.get_all("Sec-WebSocket-Extensions"), config)
-            if agreed is not None:
-                deflate, extensions = agreed
+        extension = extensions = None
+        agreed = negotiate_server(headers.get_all("Sec-WebSocket-Extensions"), config)
+        if agreed is not None:
+            extension, extensions = agreed
 
         session: MutableMapping[str, Any] = {}
         await self._authorize(request, session)
@@ -98,7 +96,7 @@ class Upgrader:
                                          extra_headers=self._extra_headers)
         await stream.send_all(response)
         conn = Conn(stream, self.handler, config, is_server=True, request=request,
-                    subprotocol=subprotocol, deflate=deflate, leftover=bytes(buf[end:]))
+                    subprotocol=subprotocol, extension=extension, leftover=bytes(buf[end:]))
         conn.session = session
         return conn
 
@@ -138,9 +136,7 @@ class Upgrader:
                     await stream.send_all(response)
                     # Let the response reach the client before closing: half-close and
                     # discard what it still sends, so the kernel does not answer with RST.
-                    send_eof = getattr(stream, "send_eof", None)
-                    if send_eof is not None:
-                        await send_eof()
+                    if await half_close(stream):
                         while await stream.receive_some(65536):
                             pass
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,

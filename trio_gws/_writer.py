@@ -1,7 +1,7 @@
 """The write side of a connection: one ordered stream of frames.
 
 Every frame, whether written directly (``write_message``) or queued
-(``write_async``, broadcasts), goes out in call order and never interleaves with
+(``write_nowait``, broadcasts), goes out in call order and never interleaves with
 another:
 
 * direct writes take a FIFO lock (``WriteLock``), so concurrent writers keep call
@@ -16,6 +16,10 @@ the compressor sees messages in wire order (which context takeover depends on).
 The queue is bounded by ``write_queue_size``: a peer that does not read cannot make
 the server's memory grow without bound.
 
+The writer owns no lifecycle flag: it asks the connection's ``Lifecycle`` whether a
+frame may be written (at the call) and sent (when its turn comes), and reports a
+broken transport or an overflowing queue to the connection, which decides.
+
 Corking. Frames that the reader's own task writes while it handles the events of one
 read (an echo, a pong) are gathered in ``_unsent`` and leave in one ``send_all`` when
 the reader is done with that read, instead of one ``send_all`` (one system call and
@@ -29,7 +33,6 @@ free and the queue empty, which keeps call order.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn, Union
@@ -38,12 +41,14 @@ import trio
 
 from ._errors import ConnectionClosedError, WebSocketError, WriteQueueFullError
 from ._frames import encode_frame, frame_header
+from ._lifecycle import Lifecycle
 from ._lock import WriteLock
 from ._mask import Buffer, apply_mask, new_mask_key
+from ._transport import Transport
 from ._types import Opcode
 
 if TYPE_CHECKING:
-    from ._deflate import Compressor
+    from ._extension import MessageEncoder
 
 #: Encodes a frame when its turn comes (under the lock), or a frame encoded earlier.
 Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
@@ -51,9 +56,6 @@ Encoder = Union[Callable[[], Union[bytes, "list[Buffer]"]], bytes]
 #: Below this size a frame's pieces are joined before sending (one system call is
 #: cheaper); from it on, a payload is sent from a view of it rather than copied whole.
 _JOIN_BELOW = 64 * 1024
-
-#: The direct write of ``flush_before_read`` (a name of its own, for tests).
-_write_fd = os.write
 
 #: The payload bytes that travel with the header of a frame sent in pieces.
 _SPLIT_HEAD = 16 * 1024
@@ -84,32 +86,28 @@ class FrameWriter:
     """Serialises a connection's frames onto its stream."""
 
     __slots__ = (
-        "_compressor", "_draining", "_fd", "_flush_scheduled", "_lock", "_mask", "_nursery",
-        "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async", "_sock",
-        "_stream", "_threshold", "_unsent", "_unsent_count", "_unsent_size", "broken",
-        "close_requested", "close_sent", "cork_task", "dropped", "peer_close",
+        "_draining", "_encoder", "_flush_scheduled", "_lifecycle", "_lock", "_mask",
+        "_nursery", "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async", "_transport",
+        "_unsent", "_unsent_count", "_unsent_size", "cork_task", "dropped",
     )
 
     def __init__(
         self,
-        stream: trio.abc.SendStream,
+        transport: Transport,
+        lifecycle: Lifecycle,
         *,
         mask: bool,
-        compressor: Compressor | None,
-        compress_threshold: int,
+        encoder: MessageEncoder | None,
         queue_size: int,
-        on_broken: Callable[[WebSocketError], None],
+        on_broken: Callable[[ConnectionClosedError], None],
         on_overflow: Callable[[WriteQueueFullError], None],
     ) -> None:
-        self._stream = stream
-        # A plain TCP stream is written through its socket (see _send_all).
-        self._sock = stream.socket if type(stream) is trio.SocketStream else None
-        # ... and flushed before a read by a plain write on its descriptor (POSIX).
-        self._fd = self._sock.fileno() if self._sock is not None and os.name == "posix" else -1
+        self._transport = transport
+        self._lifecycle = lifecycle
         self._mask = mask
-        self._compressor = compressor
-        self._threshold = compress_threshold
+        self._encoder = encoder
         self._queue_size = queue_size
+        # Told when the transport breaks or the queue overflows: the connection decides.
         self._on_broken = on_broken
         self._on_overflow = on_overflow
         self._lock = WriteLock()
@@ -125,11 +123,7 @@ class FrameWriter:
         # went out, so a failure leaves them counted for fail_queue().
         self._unsent_count = 0
         self._flush_scheduled = False
-        self.close_requested = False
-        self.close_sent = False
-        self.broken = False
         self.dropped = 0
-        self.peer_close: tuple[int, bytes] | None = None
 
     # -- encoding --------------------------------------------------------------------
 
@@ -140,17 +134,15 @@ class FrameWriter:
         with the payload's first bytes, the rest is sent from a view of the payload
         (copying 256 KiB costs more than a second ``send``).
         """
-        compressor = self._compressor
-        rsv1 = False
-        if compressor is not None and len(data) >= self._threshold:
-            data = compressor.compress(data)
-            rsv1 = True
+        rsv = 0
+        if self._encoder is not None:
+            data, rsv = self._encoder.encode(data)
         if self._mask:
             key = new_mask_key()
-            header = frame_header(opcode, len(data), rsv1=rsv1, mask_key=key)
+            header = frame_header(opcode, len(data), rsv=rsv, mask_key=key)
             data = apply_mask(data, key)
         else:
-            header = frame_header(opcode, len(data), rsv1=rsv1)
+            header = frame_header(opcode, len(data), rsv=rsv)
         if len(data) < _JOIN_BELOW:
             return header + data
         view = memoryview(data)
@@ -158,8 +150,8 @@ class FrameWriter:
 
     def _encode_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> bytes | list[Buffer]:
         """A message from several buffers: a list of pieces to send back to back."""
-        if self._compressor is not None or self._mask:
-            # Compressing and masking both need the payload in one piece anyway.
+        if self._encoder is not None or self._mask:
+            # Encoding and masking both need the payload in one piece anyway.
             return self.encode_message(opcode, b"".join(parts))
         total = sum(len(part) for part in parts)
         header = frame_header(opcode, total)
@@ -169,17 +161,9 @@ class FrameWriter:
 
     # -- state -----------------------------------------------------------------------
 
-    def closed_error(self) -> ConnectionClosedError:
-        code, reason = self.peer_close if self.peer_close else (1006, b"")
-        return ConnectionClosedError("the connection is closing or closed", code, reason)
-
-    def check_open(self) -> None:
-        if self.close_requested or self.broken:
-            raise self.closed_error()
-
     @property
     def queued(self) -> int:
-        """Messages queued by ``write_async`` and not sent yet."""
+        """Messages queued by ``write_nowait`` and not sent yet."""
         return self._queued_async
 
     def attach(self, nursery: trio.Nursery | None) -> None:
@@ -191,35 +175,31 @@ class FrameWriter:
     # -- writing ---------------------------------------------------------------------
 
     async def write_message(self, opcode: Opcode, data: Buffer) -> None:
-        self.check_open()
+        self._lifecycle.check_writable()
         await self._write(lambda: self.encode_message(opcode, data))
 
     async def write_vectored(self, opcode: Opcode, parts: Sequence[Buffer]) -> None:
-        self.check_open()
+        self._lifecycle.check_writable()
         await self._write(lambda: self._encode_vectored(opcode, parts))
 
     async def write_control(self, opcode: Opcode, payload: Buffer) -> None:
-        self.check_open()
+        self._lifecycle.check_writable()
         await self._write(lambda: encode_frame(opcode, payload, mask=self._mask))
 
-    async def write_close(self, payload: bytes, *, reply: bool = False) -> bool:
-        """Queue our close frame behind everything written before; False if already sent.
+    async def write_close(self, payload: bytes) -> None:
+        """Send our close frame behind everything written before it.
 
-        A ``reply`` (answering the peer's close, or failing the connection) is allowed
-        even after the application asked to close but before that frame left.
+        The connection decided that it goes (the lifecycle committed to it); when its
+        turn comes the lifecycle records it as sent, and no frame may follow it.
         """
-        if self.close_sent or self.broken or (self.close_requested and not reply):
-            return False
-        self.close_requested = True
+        lifecycle = self._lifecycle
 
         def encode() -> bytes:
-            if self.close_sent:
-                return b""
-            self.close_sent = True
+            if not lifecycle.sending_close():
+                return b""  # one went out already: this one was its duplicate
             return encode_frame(Opcode.CLOSE, payload, mask=self._mask)
 
-        await self._write(encode, after_close=True)
-        return True
+        await self._write(encode, is_close=True)
 
     @property
     def has_unsent(self) -> bool:
@@ -234,14 +214,13 @@ class FrameWriter:
         or LAN connection takes them all and saves a trip through the scheduler per
         read. Whatever the kernel does not take goes the usual way.
         """
-        if self._unsent and self._fd >= 0 and not self._lock.locked() and not self.broken:
+        if (self._unsent and self._transport.can_write_now and not self._lock.locked()
+                and not self._lifecycle.broken):
             pending = self._unsent
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             try:
-                written = _write_fd(self._fd, data)
-            except BlockingIOError:
-                written = 0  # a full socket buffer: all of it goes the usual way
-            except OSError as exc:
+                written = self._transport.write_now(data)  # 0: the socket buffer is full
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._unsent = []
                 self._fail_send(exc)  # the corked messages stay counted as lost
             if written == len(data):
@@ -260,9 +239,9 @@ class FrameWriter:
         if self._unsent:
             if self._lock.locked():
                 async with self._lock:
-                    if self._unsent and not self.broken:
+                    if self._unsent and not self._lifecycle.broken:
                         await self._send(b"")
-            elif not self.broken:
+            elif not self._lifecycle.broken:
                 await self._send_now(b"")
 
     def flush_soon(self) -> None:
@@ -275,7 +254,7 @@ class FrameWriter:
         try:
             await self.flush()
         except WebSocketError:
-            pass  # on_broken has failed the connection already
+            pass  # _on_broken has failed the connection already
         finally:
             self._flush_scheduled = False
 
@@ -288,23 +267,22 @@ class FrameWriter:
         while True:
             async with self._lock:
                 if not self._queue and not self._draining:
-                    if self._unsent and not self.broken:
+                    if self._unsent and not self._lifecycle.broken:
                         await self._send(b"")
                     return
             await trio.sleep(0)  # let a drain task that has not started take the lock
 
-    def write_async(self, encoder: Encoder) -> None:
+    def write_nowait(self, encoder: Encoder) -> None:
         """Queue a frame without waiting; raises WriteQueueFullError at the bound."""
-        self.check_open()
+        self._lifecycle.check_writable()
         if self._queued_async >= self._queue_size:
             dropped = self._discard_async()
             error = WriteQueueFullError(
                 f"write queue full ({self._queue_size} messages): the peer does not keep "
                 f"up; {dropped} queued message(s) dropped, connection failed with 1008"
             )
-            # Closing began: refuse later writes now, not once the reader notices (they
-            # would be queued, then dropped again with nobody told).
-            self.close_requested = True
+            # The connection fails it at once: later writes are refused now, not once
+            # the reader notices (they would be queued, then dropped with nobody told).
             self._on_overflow(error)
             raise error
         self._queued_async += 1
@@ -313,7 +291,7 @@ class FrameWriter:
             self._spawn_drain()
 
     async def _write(self, encoder: Callable[[], bytes | list[Buffer]],
-                     after_close: bool = False) -> None:
+                     is_close: bool = False) -> None:
         """Join the queue while it has work (order); else send now, or cork when the
         corking task writes (only while nobody holds the lock or waits in line, which
         keeps call order)."""
@@ -322,10 +300,10 @@ class FrameWriter:
             return
         if self._lock.locked():
             async with self._lock:
-                self._check_sendable(after_close)
+                self._check_sendable(is_close)
                 await self._send(encoder())
             return
-        self._check_sendable(after_close)
+        self._check_sendable(is_close)
         frame = encoder()
         if (self.cork_task is not None and isinstance(frame, bytes)
                 and self._unsent_size + len(frame) < _CORK_LIMIT
@@ -336,9 +314,13 @@ class FrameWriter:
             return
         await self._send_now(frame)  # any corked frames first
 
-    def _check_sendable(self, after_close: bool) -> None:
-        if self.broken or (self.close_sent and not after_close):
-            raise self.closed_error()
+    def _check_sendable(self, is_close: bool) -> None:
+        # Our close frame checks itself when encoded (a duplicate sends nothing).
+        if is_close:
+            if self._lifecycle.broken:
+                raise self._lifecycle.closed_error()
+        else:
+            self._lifecycle.check_sendable()
 
     async def _send_now(self, frame: bytes | list[Buffer]) -> None:
         """Send with the lock known to be free: take it without the scheduler round
@@ -379,16 +361,15 @@ class FrameWriter:
         """Send queued frames in order; runs only while there is work."""
         try:
             async with self._lock:
+                lifecycle = self._lifecycle
                 # Once broken, stop: fail_queue() counts and reports what is left.
-                while self._queue and not self.broken:
+                while self._queue and not lifecycle.broken:
                     item = self._queue.popleft()
                     if item.waiter is None:
                         self._queued_async -= 1
                     elif item.abandoned:
                         continue
                     try:
-                        if self.broken:
-                            raise self.closed_error()
                         encoder = item.encoder
                         await self._send(encoder if isinstance(encoder, bytes) else encoder())
                     except WebSocketError as exc:
@@ -397,7 +378,7 @@ class FrameWriter:
                         item.error = exc
                     except BaseException:
                         # Cancelled mid-send: its writer must not think it went out.
-                        item.error = self.closed_error()
+                        item.error = lifecycle.closed_error()
                         raise
                     finally:
                         if item.waiter is not None:
@@ -412,7 +393,7 @@ class FrameWriter:
                 self._queue = _NO_QUEUE
 
     def _discard_async(self) -> int:
-        """Drop the queued ``write_async`` messages (not direct writers waiting)."""
+        """Drop the queued ``write_nowait`` messages (not direct writers waiting)."""
         kept = deque(item for item in self._queue if item.waiter is not None) or _NO_QUEUE
         dropped = len(self._queue) - len(kept)
         self._queue = kept
@@ -433,7 +414,7 @@ class FrameWriter:
                 self._queued_async -= 1
                 dropped += 1
             else:
-                item.error = self.closed_error()
+                item.error = self._lifecycle.closed_error()
                 item.waiter.set()
         self._queue = _NO_QUEUE
         self.dropped += dropped
@@ -441,27 +422,8 @@ class FrameWriter:
 
     def _fail_send(self, exc: BaseException) -> NoReturn:
         error = ConnectionClosedError(f"transport failed while writing: {exc!r}")
-        self.broken = True
         self._on_broken(error)
         raise error from exc
-
-    async def _send_all(self, data: Buffer) -> None:
-        """``send_all``; on a plain TCP stream, straight to its socket.
-
-        ``SocketStream.send_all`` adds a conflict detector, an error-translating
-        context manager and memoryviews on every call, which cost as much as the
-        system call for a small frame; the write lock already rules out concurrent
-        sends, and ``_send`` handles the socket's own errors.
-        """
-        sock = self._sock
-        if sock is None:
-            await self._stream.send_all(data)
-            return
-        sent = await sock.send(data)
-        if sent < len(data):
-            view = memoryview(data)
-            while sent < len(view):
-                sent += await sock.send(view[sent:])
 
     async def _send(self, frame: bytes | list[Buffer]) -> None:
         """Send ``frame`` under the lock, after the corked frames."""
@@ -479,16 +441,16 @@ class FrameWriter:
             await self._send(frame)
             self._unsent_count = 0  # sent: none of them can be lost any more
             return
+        send_all = self._transport.send_all
         try:
             if isinstance(frame, list):
                 for piece in frame:
-                    await self._send_all(piece)
+                    await send_all(piece)
             elif frame:
-                await self._send_all(frame)
+                await send_all(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._fail_send(exc)
         except trio.Cancelled:
             # Part of the frame may be on the wire: the stream can't be used again.
-            self.broken = True
             self._on_broken(ConnectionClosedError("a write was cancelled mid-frame"))
             raise
