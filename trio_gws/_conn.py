@@ -21,6 +21,11 @@ cancel scope; the first failure recorded is what the handler is told.
 Helper tasks (the write queue's drainer, keepalive, parallel handlers) live in a
 nursery that ``listen()`` opens, so they never outlive the connection.
 
+Size: this module is the public API of a connection (documented writes, close,
+deadlines) and the one driver of its lifecycle, which is why it is longer than the
+others; what can stand alone does: ``_parallel`` (parallel handlers), ``_keepalive``,
+``_stepping`` (running handlers by hand), ``_transport`` and ``_lifecycle``.
+
 Speed (see benchmarks/ and docs/design.md). What a sequential handler writes while
 the reader handles one read is corked and leaves in one send before the next read
 (FrameWriter); handlers are stepped by hand so that the common one, which finishes
@@ -51,7 +56,9 @@ from ._errors import (
 )
 from ._frames import CloseReceived, Ping, Pong, check_control_payload
 from ._handler import EventHandler
+from ._keepalive import keepalive
 from ._lifecycle import Lifecycle, State
+from ._parallel import ParallelHandlers
 from ._reader import FrameReader
 from ._stepping import resume_corked
 from ._transport import Transport, stream_addresses, translate_socket_error
@@ -94,11 +101,11 @@ class Conn(trio.abc.AsyncResource):
     """
 
     __slots__ = (
-        "_close_deadline", "_config", "_ended", "_handler", "_handlers_idle",
-        "_in_flight", "_is_server", "_leftover", "_lifecycle", "_limiter", "_nursery",
-        "_pong_seen", "_read_deadline", "_read_scope", "_reader", "_reader_task",
-        "_receive_scope", "_trace", "_transport", "_writer", "extension", "local_address",
-        "remote_address", "request", "session", "subprotocol", "__weakref__",
+        "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
+        "_lifecycle", "_nursery", "_parallel", "_pong_seen", "_read_deadline",
+        "_read_scope", "_reader", "_reader_task", "_receive_scope", "_trace", "_transport",
+        "_writer", "extension", "local_address", "remote_address", "request", "session",
+        "subprotocol", "__weakref__",
     )
 
     def __init__(
@@ -151,11 +158,10 @@ class Conn(trio.abc.AsyncResource):
         # Made when somebody waits for the end (most connections: nobody). Events are
         # small, but not times thousands of idle connections.
         self._ended: trio.Event | None = None
-        self._pong_seen: trio.Event | None = None
-        self._limiter = (trio.CapacityLimiter(config.parallel_limit)
-                         if config.parallel_enabled else None)
-        self._in_flight = 0
-        self._handlers_idle: trio.Event | None = None  # set up by the first parallel handler
+        self._pong_seen: trio.Event | None = None  # keepalive: a pong arrived
+        self._parallel = (ParallelHandlers(config.parallel_limit, self._run_on_message,
+                                           self._fail_soon)
+                          if config.parallel_enabled else None)
         # Frames and transitions are traced at DEBUG; asked once, so tracing that is off
         # costs one test of a boolean per read.
         self._trace = config.logger.isEnabledFor(logging.DEBUG)
@@ -423,7 +429,7 @@ class Conn(trio.abc.AsyncResource):
                 self._nursery = nursery
                 self._writer.attach(nursery)
                 if self._config.ping_interval:
-                    nursery.start_soon(self._keepalive)
+                    nursery.start_soon(keepalive, self)
                 outcome = await self._read_phase()
                 await self._closing_phase(outcome)
                 self._writer.attach(None)
@@ -495,7 +501,7 @@ class Conn(trio.abc.AsyncResource):
         """
         handler = self._handler
         writer = self._writer
-        parallel = self._limiter is not None
+        parallel = self._parallel
         trace = self._trace
         writer.cork_task = None if parallel else self._reader_task
         try:
@@ -505,8 +511,9 @@ class Conn(trio.abc.AsyncResource):
                     self._log("< %r", event)
                 kind = type(event)
                 if kind is Message:
-                    if parallel:
-                        await self._start_parallel(event)
+                    if parallel is not None:
+                        assert self._nursery is not None
+                        await parallel.start(event, self._nursery)
                     else:
                         await self._callback(handler.on_message, self, event)
                 elif kind is Ping:
@@ -562,53 +569,9 @@ class Conn(trio.abc.AsyncResource):
             self._config.logger.exception("%s raised in %s", name, self)
             raise HandlerError(f"{name} raised {exc!r}") from exc
 
-    # -- parallel handling -----------------------------------------------------------
-
-    async def _start_parallel(self, message: Message) -> None:
-        """Run on_message in its own task once the limiter has room (back-pressure)."""
-        assert self._limiter is not None and self._nursery is not None
-        token = object()
-        await self._limiter.acquire_on_behalf_of(token)
-        self._in_flight += 1
-        self._handlers_idle = trio.Event()
-        self._nursery.start_soon(self._run_parallel, message, token)
-
-    async def _run_parallel(self, message: Message, token: object) -> None:
-        assert self._limiter is not None
-        try:
-            await self._callback(self._handler.on_message, self, message)
-        except HandlerError as exc:
-            self._fail_soon(exc)
-        except ConnectionClosed:
-            pass  # the connection is ending; listen() reports why
-        finally:
-            self._limiter.release_on_behalf_of(token)
-            self._in_flight -= 1
-            if not self._in_flight:
-                assert self._handlers_idle is not None
-                self._handlers_idle.set()
-
-    # -- keepalive -------------------------------------------------------------------
-
-    async def _keepalive(self) -> None:
-        """Ping every ``ping_interval``; fail with 1011 when no pong follows in time."""
-        interval = self._config.ping_interval
-        assert interval is not None
-        timeout = self._config.ping_timeout or interval
-        while True:
-            await trio.sleep(interval)
-            self._pong_seen = pong_seen = trio.Event()
-            # The timeout covers sending the ping too: a peer that stopped reading
-            # leaves it stuck behind a full transport (or write queue) forever.
-            with trio.move_on_after(timeout):
-                try:
-                    await self.write_ping()
-                except ConnectionClosed:
-                    return
-                await pong_seen.wait()
-            if not pong_seen.is_set():
-                self._fail_soon(WebSocketTimeoutError(f"no pong within {timeout}s of a ping"))
-                return
+    async def _run_on_message(self, message: Message) -> None:
+        """``on_message`` as a parallel handler task runs it."""
+        await self._callback(self._handler.on_message, self, message)
 
     # -- ending ----------------------------------------------------------------------
 
@@ -642,13 +605,10 @@ class Conn(trio.abc.AsyncResource):
                 pass  # the peer is gone: nothing more to say
 
     async def _let_handlers_finish(self) -> None:
-        """Parallel handlers of messages that arrived before the close (or before the
-        peer's error) answer before our close frame; they get half of close_timeout,
-        so the close frame still fits in it. Then they are cancelled."""
-        if self._in_flight:
-            with trio.move_on_after(self._config.close_timeout / 2):
-                assert self._handlers_idle is not None
-                await self._handlers_idle.wait()
+        """Parallel handlers answer before our close frame; they get half of
+        close_timeout, so the close frame still fits in it."""
+        if self._parallel is not None:
+            await self._parallel.finish(self._config.close_timeout / 2)
 
     async def _wait_for_eof(self) -> None:
         """Half-close (server) and discard input until the peer closes (see
