@@ -41,20 +41,18 @@ class Echo(gws.EventHandler):
 
 def only_connect_path(
     request: gws.Request, session: MutableMapping[str, object]
-) -> bool | gws.Rejection:
+) -> bool | gws.Response:
     if request.path != PATH:
-        return gws.Rejection(404, body=f"no WebSocket endpoint at {request.path}\n")
+        return gws.Response(404, body=f"no WebSocket endpoint at {request.path}\n")
     return True
 
 
 async def main(host: str, port: int) -> None:
     config = gws.Config(authorize=only_connect_path)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(gws.serve, Echo(), port, host=host,
-                                                config=config))
-        for listener in listeners:
-            address = listener.socket.getsockname()
-            print(f"echo server on ws://{address[0]}:{address[1]}{PATH}", flush=True)
+        server = await nursery.start(partial(gws.serve, Echo(), port, host=host,
+                                             config=config))
+        print(f"echo server on ws://{host}:{server.port}{PATH}", flush=True)
 
 
 if __name__ == "__main__":

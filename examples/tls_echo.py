@@ -44,11 +44,9 @@ def server_context(cert: str | None, key: str | None, host: str, port: int) -> s
 async def main(host: str, port: int, context: ssl.SSLContext) -> None:
     config = gws.Config(authorize=only_connect_path)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(gws.serve, Echo(), port, host=host,
-                                                config=config, ssl_context=context))
-        for listener in listeners:
-            address = listener.transport_listener.socket.getsockname()
-            print(f"TLS echo server on wss://{address[0]}:{address[1]}{PATH}", flush=True)
+        server = await nursery.start(partial(gws.serve, Echo(), port, host=host,
+                                             config=config, ssl_context=context))
+        print(f"TLS echo server on wss://{host}:{server.port}{PATH}", flush=True)
 
 
 if __name__ == "__main__":

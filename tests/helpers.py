@@ -478,14 +478,11 @@ async def running_server(
 ) -> AsyncIterator[int]:
     """Run ``serve`` on 127.0.0.1:0; yield the port; cancel it and require a prompt exit."""
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
+        server = await nursery.start(
             partial(gws.serve, handler, 0, host="127.0.0.1", config=config, **kw)
         )
-        listener = listeners[0]
-        sock = getattr(listener, "socket", None)
-        if sock is None:
-            sock = listener.transport_listener.socket
-        yield sock.getsockname()[1]
+        assert server.port is not None
+        yield server.port
         nursery.cancel_scope.cancel()
 
 

@@ -1,5 +1,6 @@
-"""examples/chat/server.py, in-process on free ports: the page over HTTP, two
-websockets clients chatting, joins and leaves, and the Origin check."""
+"""examples/chat/server.py, in-process on a free port: the page and the health check
+over plain HTTP on the WebSocket port, two websockets clients chatting, joins and
+leaves, and the Origin check."""
 
 from __future__ import annotations
 
@@ -54,38 +55,54 @@ def receive(ws: ClientConnection) -> dict[str, Any]:
 async def test_chat_page_and_room() -> None:
     with trio.fail_after(TIMEOUT), contextlib.ExitStack() as stack:
         async with trio.open_nursery() as nursery:
-            http_port, ws_port = await nursery.start(chat.run_chat, "127.0.0.1", 0, 0)
+            server = await nursery.start(chat.run_chat, "127.0.0.1", 0)
+            port = server.port
 
-            # The page, with the WebSocket port filled in.
+            # The page and the health check, on the chat's own port.
             response, peer = await http_exchange(
-                http_port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             await peer.aclose()
             assert response.status == 200
             assert response.header("Content-Type") == "text/html; charset=utf-8"
+            assert response.header("Connection") == "close"
             page = response.body.decode("utf-8")
-            assert f'<meta name="chat-ws-port" content="{ws_port}">' in page
-            assert "new WebSocket(" in page and "{{WS_PORT}}" not in page
+            assert "new WebSocket(" in page and "location.host" in page
+            head, peer = await http_exchange(
+                port, b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert head.status == 200 and head.body == b""
+            assert head.header("Content-Length") == str(len(response.body))
+            await peer.aclose()
+            health, peer = await http_exchange(
+                port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await peer.aclose()
+            assert (health.status, health.body) == (200, b"ok 0 members\n")
             missing, peer = await http_exchange(
-                http_port, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                port, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             await peer.aclose()
             assert missing.status == 404
-            # The WebSocket port does not serve pages.
+            # A plain GET of the chat itself: the default 426 says to upgrade.
             refused, peer = await http_exchange(
-                ws_port, b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                port, b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             await peer.aclose()
             assert refused.status == 426
 
-            alice = await in_thread(join, stack, ws_port, "alice")
+            alice = await in_thread(join, stack, port, "alice")
             welcome = await in_thread(receive, alice)
             assert welcome == {"type": "welcome", "name": "alice", "users": ["alice"]}
             joined = await in_thread(receive, alice)
             assert (joined["type"], joined["name"], joined["count"]) == ("join", "alice", 1)
 
-            bob = await in_thread(join, stack, ws_port, "bob")
+            bob = await in_thread(join, stack, port, "bob")
             assert (await in_thread(receive, bob))["users"] == ["alice", "bob"]
             for ws in (alice, bob):
                 event = await in_thread(receive, ws)
                 assert (event["type"], event["name"], event["count"]) == ("join", "bob", 2)
+            assert len(server.connections) == 2
+
+            health, peer = await http_exchange(
+                port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await peer.aclose()
+            assert health.body == b"ok 2 members\n"
 
             await in_thread(alice.send, "  hello bob \u20ac ")
             alice_port = alice.local_address[1]
@@ -103,34 +120,33 @@ async def test_chat_page_and_room() -> None:
 
 
 async def test_chat_refuses_other_origins_and_paths() -> None:
-    def attempt(ws_port: int, path: str, origin: str | None) -> int:
+    def attempt(port: int, path: str, origin: str | None) -> int:
         kw: dict[str, Any] = {"origin": origin} if origin else {}
         try:
-            with ws_sync_connect(f"ws://127.0.0.1:{ws_port}{path}", open_timeout=5, **kw):
+            with ws_sync_connect(f"ws://127.0.0.1:{port}{path}", open_timeout=5, **kw):
                 return 101
         except InvalidStatus as exc:
             return int(exc.response.status_code)
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            http_port, ws_port = await nursery.start(chat.run_chat, "127.0.0.1", 0, 0)
-            assert await in_thread(attempt, ws_port, "/chat", "http://evil.example") == 403
-            assert await in_thread(attempt, ws_port, "/elsewhere", None) == 404
-            own = f"http://127.0.0.1:{http_port}"
-            assert await in_thread(attempt, ws_port, "/chat?name=x", own) == 101
+            server = await nursery.start(chat.run_chat, "127.0.0.1", 0)
+            port = server.port
+            assert await in_thread(attempt, port, "/chat", "http://evil.example") == 403
+            # Same host, another port: another origin.
+            assert await in_thread(attempt, port, "/chat", "http://127.0.0.1:1") == 403
+            assert await in_thread(attempt, port, "/elsewhere", None) == 404
+            for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+                assert await in_thread(attempt, port, "/chat?name=x", own) == 101
+            assert await in_thread(attempt, port, "/chat?name=script", None) == 101
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("host, expected", [
-    ("127.0.0.1:8001", "http://127.0.0.1:8000"),
-    ("localhost:8001", "http://localhost:8000"),
-    ("[::1]:8001", "http://[::1]:8000"),
-    ("example.com", "http://example.com:8000"),
+@pytest.mark.parametrize("host, port, expected", [
+    ("127.0.0.1", 8000, ["http://127.0.0.1:8000", "http://[::1]:8000",
+                         "http://localhost:8000", None]),
+    ("example.com", 80, ["http://example.com", None]),
+    ("::", 8000, ["http://[::]:8000", None]),
 ])
-def test_origin_of_our_page(host: str, expected: str) -> None:
-    import trio_gws as gws
-
-    room = chat.ChatRoom()
-    room.http_port = 8000
-    request = gws.Request("GET", "/chat", gws.Headers([("Host", host)]))
-    assert room._our_origin(request) == expected
+def test_own_origins(host: str, port: int, expected: list[str | None]) -> None:
+    assert chat.own_origins(host, port) == expected

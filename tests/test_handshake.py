@@ -7,12 +7,12 @@ import base64
 import pytest
 
 from trio_gws._errors import HandshakeError
+from trio_gws._handshake import ResponseHead as Response
+from trio_gws._response import Rejection
 from trio_gws._handshake import (
     GUID,
     VERSION,
-    Rejection,
     Request,
-    Response,
     accept_value,
     build_accept_response,
     build_error_response,
@@ -320,7 +320,7 @@ def test_build_error_response_for_a_check_request_failure() -> None:
 
 def test_rejection_defaults() -> None:
     rejection = Rejection()
-    assert (rejection.status, list(rejection.headers), rejection.body) == (403, [], b"")
+    assert (rejection.status, rejection.header_items, rejection.body) == (403, [], b"")
 
 
 # -- client side ----------------------------------------------------------------------

@@ -21,19 +21,24 @@ from ._errors import (
     WriteQueueFullError,
 )
 from ._handler import EventHandler
-from ._handshake import Rejection, Request
+from ._handshake import Request
 from ._http import Headers
 from ._lifecycle import State
-from ._server import Upgrader, serve
+from ._listeners import UnixListener, open_tcp_listeners, open_unix_listener
+from ._response import Accept, Rejection, Response
+from ._server import ConnectionsView, Server, serve, serve_listeners
+from ._upgrader import Upgrader
 from ._types import CloseCode, Message, Opcode
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accept",
     "Broadcaster",
     "CloseCode",
     "Config",
     "Conn",
+    "ConnectionsView",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
@@ -47,13 +52,19 @@ __all__ = [
     "ProtocolError",
     "Rejection",
     "Request",
+    "Response",
+    "Server",
     "State",
+    "UnixListener",
     "Upgrader",
     "WebSocketError",
     "WebSocketTimeoutError",
     "WriteQueueFullError",
     "connect",
     "open_conn",
+    "open_tcp_listeners",
+    "open_unix_listener",
     "parse_url",
     "serve",
+    "serve_listeners",
 ]

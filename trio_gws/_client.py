@@ -18,7 +18,7 @@ from ._extension import accept_server_response, client_offer
 from ._handler import EventHandler
 from ._handshake import (
     Request,
-    Response,
+    ResponseHead,
     build_request,
     check_response,
     new_key,
@@ -155,7 +155,7 @@ async def _handshake(
                 subprotocol=subprotocol, extension=extension, leftover=leftover)
 
 
-async def _read_response(stream: trio.abc.Stream, config: Config) -> tuple[Response, bytes]:
+async def _read_response(stream: trio.abc.Stream, config: Config) -> tuple[ResponseHead, bytes]:
     buf = bytearray()
     while True:
         try:
@@ -173,10 +173,10 @@ async def _read_response(stream: trio.abc.Stream, config: Config) -> tuple[Respo
     except HandshakeError as exc:
         raise HandshakeError(f"malformed response: {exc}", status=0) from None
     status, reason = parse_status_line(start_line)
-    return Response(status, reason, headers), bytes(buf[end:])
+    return ResponseHead(status, reason, headers), bytes(buf[end:])
 
 
-async def _read_body(stream: trio.abc.Stream, response: Response, received: bytes) -> bytes:
+async def _read_body(stream: trio.abc.Stream, response: ResponseHead, received: bytes) -> bytes:
     """Read (up to MAX_ERROR_BODY of) a rejecting response's body for the error message."""
     length_header = response.headers.get("Content-Length")
     wanted = MAX_ERROR_BODY

@@ -8,14 +8,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
-    from ._handshake import Request, Rejection
+    from ._handshake import Request
+    from ._response import Accept, Response
 
-#: ``authorize(request, session)`` returns True to accept, False to reject with 403, or a
-#: ``Rejection`` to choose the status, headers and body; it may be sync or async.
-AuthorizeResult = Union[bool, "Rejection", None]
+#: ``authorize(request, session)`` returns True (or None) to accept, an ``Accept`` to
+#: accept with extra 101 headers, False to reject with 403, or a ``Response`` to choose
+#: the status, headers and body; it may be sync or async.
+AuthorizeResult = Union[bool, "Response", "Accept", None]
 Authorize = Callable[
     ["Request", MutableMapping[str, object]],
     Union[AuthorizeResult, Awaitable[AuthorizeResult]],
+]
+
+#: ``http_handler(request)`` answers a request that is not a WebSocket upgrade with a
+#: ``Response``, or None for the default (426 Upgrade Required); sync or async.
+HTTPHandler = Callable[
+    ["Request"], Union["Response", None, Awaitable[Union["Response", None]]]
 ]
 
 MiB = 1024 * 1024
@@ -69,6 +77,13 @@ class Config:
         default_factory=dict
     )
     authorize: Authorize | None = None
+    #: Allowed ``Origin`` values (None in it: requests without Origin); others get 403.
+    origins: Sequence[str | None] | None = None
+
+    # serving in production (server side)
+    http_handler: HTTPHandler | None = None
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = None
 
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("trio_gws"))
 
@@ -92,3 +107,9 @@ class Config:
         for name in ("handshake_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        for name in ("max_connections", "max_connections_per_ip"):
+            limit = getattr(self, name)
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for no limit)")
+        if isinstance(self.origins, str):
+            raise ValueError("origins is a sequence of origins, not one string")

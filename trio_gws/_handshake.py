@@ -13,8 +13,8 @@ import binascii
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ._errors import HandshakeError
 from ._http import Headers, build_head, status_phrase
@@ -45,22 +45,13 @@ class Request:
 
 
 @dataclass
-class Response:
-    """An HTTP response head (the client side of the handshake)."""
+class ResponseHead:
+    """An HTTP response as the client side of the handshake received it."""
 
     status: int
     reason: str
     headers: Headers
     body: bytes = b""
-
-
-@dataclass
-class Rejection:
-    """What ``Config.authorize`` returns to refuse a handshake with a response of its choice."""
-
-    status: int = 403
-    headers: Mapping[str, str] | Sequence[tuple[str, str]] = field(default_factory=list)
-    body: bytes | str = b""
 
 
 def accept_value(key: str) -> str:
@@ -181,9 +172,12 @@ def build_accept_response(
 
 
 def build_error_response(
-    status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
+    status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = (),
+    *, head_only: bool = False,
 ) -> bytes:
-    """A complete HTTP error response that closes the connection."""
+    """A complete HTTP response that closes the connection (one request per
+    connection); ``head_only`` leaves the body out (the answer to a HEAD request),
+    its Content-Length still the body's."""
     if isinstance(body, str):
         body = body.encode("utf-8")
     all_headers = []
@@ -192,13 +186,14 @@ def build_error_response(
         lowered = name.lower()
         if lowered == "connection":
             connection.insert(0, value)  # e.g. 426's "Upgrade": one header, both tokens
-        elif lowered != "content-length":  # ours is the one that matches the body
-            all_headers.append((name, value))
+        elif lowered not in ("content-length", "transfer-encoding"):
+            all_headers.append((name, value))  # ours is the framing that matches the body
     if not any(name.lower() == "content-type" for name, _ in all_headers):
         all_headers.append(("Content-Type", "text/plain; charset=utf-8"))
     all_headers.append(("Content-Length", str(len(body))))
     all_headers.append(("Connection", ", ".join(connection)))
-    return build_head(f"HTTP/1.1 {status} {status_phrase(status)}", all_headers) + body
+    head = build_head(f"HTTP/1.1 {status} {status_phrase(status)}", all_headers)
+    return head if head_only else head + body
 
 
 # -- client side -------------------------------------------------------------------
@@ -239,7 +234,7 @@ def parse_status_line(line: str) -> tuple[int, str]:
     return int(code), reason
 
 
-def check_response(response: Response, key: str, subprotocols: Sequence[str]) -> str | None:
+def check_response(response: ResponseHead, key: str, subprotocols: Sequence[str]) -> str | None:
     """Validate the server's answer to our upgrade request; return the subprotocol.
 
     Extension headers are validated by the caller, who knows what it offered.

@@ -1,164 +1,102 @@
-"""The server side: ``Upgrader`` (HTTP upgrade on any stream) and ``serve`` (TCP/TLS)."""
+"""Serving: ``serve`` (TCP or TLS on a port) and ``serve_listeners`` (any listeners).
+
+Every accepted stream is counted from accept to close against the connection limits,
+then handed to the ``Upgrader``: a WebSocket upgrade becomes a ``Conn`` that runs
+here until it ends, a plain request gets ``http_handler``'s response. A ``Server``
+(reported through ``task_status``) shows the listeners and the open connections.
+
+Cancelling the serve call is a graceful shutdown, whatever the listeners: they are
+closed, requests and handshakes in progress are abandoned, every open connection is
+sent 1001 and given ``close_timeout`` to finish its close handshake; the rest are
+closed.
+"""
 
 from __future__ import annotations
 
-import inspect
 import ssl
-from collections.abc import MutableMapping
+from collections.abc import Iterator, Sequence, Set
+from functools import partial
 from typing import Any
 
 import trio
 
 from ._config import Config
 from ._conn import Conn
-from ._errors import HandshakeError, WebSocketError, WebSocketTimeoutError
-from ._extension import negotiate_server
+from ._errors import WebSocketError
 from ._handler import EventHandler
-from ._handshake import (
-    Rejection,
-    Request,
-    build_accept_response,
-    build_error_response,
-    check_request,
-    choose_subprotocol,
-    parse_request_line,
-)
-from ._http import find_head_end, header_items, parse_head
-from ._transport import half_close
+from ._handshake import build_error_response
+from ._listeners import open_tcp_listeners
+from ._transport import stream_addresses
+from ._upgrader import Upgrader, send_response_and_close
 
-#: How long we spend trying to deliver an HTTP error response to a client.
-_ERROR_RESPONSE_TIMEOUT = 1.0
+#: What a client refused by a connection limit is told to wait before retrying (s).
+RETRY_AFTER = 1
 
 
-class Upgrader:
-    """Turns accepted streams into ``Conn`` objects (gws's Upgrader)."""
+class ConnectionsView(Set[Conn]):
+    """The open connections of a server, read-only: ``len()``, ``in``, iteration (over
+    a snapshot, so connections may come and go meanwhile)."""
 
-    def __init__(self, handler: EventHandler, config: Config | None = None) -> None:
-        self.handler = handler
-        self.config = config if config is not None else Config()
-        self._extra_headers = header_items(self.config.response_header)
+    __slots__ = ("_live",)
 
-    async def upgrade(self, stream: trio.abc.Stream) -> Conn:
-        """Run the server side of the opening handshake on ``stream``.
+    def __init__(self, live: set[Conn]) -> None:
+        self._live = live
 
-        Bounded by ``handshake_timeout`` (TLS handshake included). On success returns the
-        ``Conn`` (run it with ``listen()``); on failure the client gets a real HTTP error
-        response, the stream is closed and HandshakeError (or WebSocketTimeoutError) is
-        raised.
-        """
-        config = self.config
-        try:
-            with trio.fail_after(config.handshake_timeout):
-                return await self._handshake(stream)
-        except trio.TooSlowError:
-            await self._reject(stream, HandshakeError("handshake timed out", status=408))
-            raise WebSocketTimeoutError(
-                f"opening handshake not finished within {config.handshake_timeout}s"
-            ) from None
-        except HandshakeError as exc:
-            await self._reject(stream, exc)
-            raise
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
-                ssl.SSLError) as exc:
-            await trio.aclose_forcefully(stream)
-            raise HandshakeError(f"transport failed during the handshake: {exc!r}",
-                                 status=0) from exc
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
+    def __len__(self) -> int:
+        return len(self._live)
 
-    async def _handshake(self, stream: trio.abc.Stream) -> Conn:
-        config = self.config
-        buf = bytearray()
-        while True:
-            end = find_head_end(buf, config.max_request_line, config.max_header_bytes)
-            if end >= 0:
-                break
-            data = await stream.receive_some(config.read_buffer_size)
-            if not data:
-                raise HandshakeError("client closed the stream during the handshake", status=0)
-            buf += data
-        start_line, headers = parse_head(bytes(buf[:end]), config.max_header_count)
-        method, target = parse_request_line(start_line)
-        request = Request(method, target, headers)
-        key = check_request(request)
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._live
 
-        subprotocol = choose_subprotocol(headers, config.subprotocols)
-        extension = extensions = None
-        agreed = negotiate_server(headers.get_all("Sec-WebSocket-Extensions"), config)
-        if agreed is not None:
-            extension, extensions = agreed
+    def __iter__(self) -> Iterator[Conn]:
+        return iter(tuple(self._live))
 
-        session: MutableMapping[str, Any] = {}
-        await self._authorize(request, session)
+    def __repr__(self) -> str:
+        return f"<{len(self._live)} open connections>"
 
-        response = build_accept_response(key, subprotocol=subprotocol, extensions=extensions,
-                                         extra_headers=self._extra_headers)
-        await stream.send_all(response)
-        conn = Conn(stream, self.handler, config, is_server=True, request=request,
-                    subprotocol=subprotocol, extension=extension, leftover=bytes(buf[end:]))
-        conn.session = session
-        return conn
 
-    async def _authorize(self, request: Request, session: MutableMapping[str, Any]) -> None:
-        authorize = self.config.authorize
-        if authorize is None:
-            return
-        try:
-            verdict = authorize(request, session)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
-            self.config.logger.exception("authorize raised for %s", request.target)
-            raise HandshakeError(f"authorize raised {exc!r}", status=500,
-                                 body=b"internal server error") from exc
-        if verdict is None or verdict is True:
-            return
-        if verdict is False:
-            raise HandshakeError("authorize refused the request", status=403, body=b"forbidden")
-        if isinstance(verdict, Rejection):
-            body = verdict.body.encode("utf-8") if isinstance(verdict.body, str) else verdict.body
-            raise HandshakeError(f"authorize rejected the request with {verdict.status}",
-                                 status=verdict.status, headers=header_items(verdict.headers),
-                                 body=body)
-        raise HandshakeError(f"authorize returned {verdict!r}; expected bool or Rejection",
-                             status=500, body=b"internal server error")
+class Server:
+    """A running server, as ``serve`` / ``serve_listeners`` report it.
 
-    async def _reject(self, stream: trio.abc.Stream, error: HandshakeError) -> None:
-        """Send the HTTP error response (bounded), then close the stream."""
-        if error.status:
-            body = error.body or (str(error) + "\n").encode("utf-8")
-            response = build_error_response(error.status, body, error.headers)
-            with trio.move_on_after(_ERROR_RESPONSE_TIMEOUT):
-                try:
-                    await stream.send_all(response)
-                    # Let the response reach the client before closing: half-close and
-                    # discard what it still sends, so the kernel does not answer with RST.
-                    if await half_close(stream):
-                        while await stream.receive_some(65536):
-                            pass
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
-                        ssl.SSLError, trio.BusyResourceError):
-                    pass
-        await trio.aclose_forcefully(stream)
+    ``listeners`` are what it accepts on; ``connections`` its open WebSocket
+    connections (completed handshakes, until they end); ``port`` the TCP port of its
+    first TCP listener (None without one).
+    """
 
-    async def _upgrade_quietly(self, stream: trio.abc.Stream) -> Conn | None:
-        """``upgrade`` for a server loop: failures are logged, never raised."""
-        try:
-            return await self.upgrade(stream)
-        except (HandshakeError, WebSocketTimeoutError) as exc:
-            self.config.logger.debug("handshake failed: %s", exc)
-        except Exception:
-            self.config.logger.exception("unexpected error during the handshake")
+    def __init__(self, listeners: Sequence[trio.abc.Listener[Any]], live: set[Conn]) -> None:
+        self.listeners: list[trio.abc.Listener[Any]] = list(listeners)
+        self.connections = ConnectionsView(live)
+
+    @property
+    def port(self) -> int | None:
+        for listener in self.listeners:
+            sock = _socket_of_listener(listener)
+            if sock is not None and sock.family in (trio.socket.AF_INET, trio.socket.AF_INET6):
+                return int(sock.getsockname()[1])
         return None
+
+    def __repr__(self) -> str:
+        return f"<Server port={self.port} {self.connections!r}>"
+
+
+def _socket_of_listener(listener: trio.abc.Listener[Any]) -> Any:
+    while isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    return getattr(listener, "socket", None)
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str | None:
+    """The client's IP address (None for a Unix socket or an unknown peer)."""
+    remote, _ = stream_addresses(stream)
+    if isinstance(remote, tuple) and remote and isinstance(remote[0], str):
+        return remote[0]
+    return None
 
 
 class _ConnectionTracker:
-    """The connections of one ``serve()``, for a graceful shutdown.
+    """The streams of one server: limits, handshakes in progress, open connections.
 
-    Connections run in a nursery under a shielded cancel scope: cancelling ``serve``
+    Connections run in a nursery under a shielded cancel scope: cancelling the server
     must not tear them down mid-frame, but send them 1001 and give them
     ``close_timeout`` to finish their close handshakes; only then is that nursery
     cancelled. One shield for the server rather than one cancel scope per connection
@@ -168,29 +106,64 @@ class _ConnectionTracker:
 
     def __init__(self, upgrader: Upgrader) -> None:
         self._upgrader = upgrader
-        self._live: set[Conn] = set()
+        config = upgrader.config
+        self._max = config.max_connections
+        self._max_per_ip = config.max_connections_per_ip
+        self._count = 0  # streams from accept to close
+        self._per_ip: dict[str, int] = {}
+        self.live: set[Conn] = set()
         self._handshaking: set[trio.CancelScope] = set()
         self._all_done = trio.Event()
         self._all_done.set()
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        conn = None
+        per_ip = self._max_per_ip
+        ip = _peer_ip(stream) if per_ip is not None else None
+        if ((self._max is not None and self._count >= self._max)
+                or (per_ip is not None and ip is not None
+                    and self._per_ip.get(ip, 0) >= per_ip)):
+            await self._refuse(stream, ip)
+            return
+        self._count += 1
+        if ip is not None:
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        try:
+            await self._run(stream)
+        finally:
+            self._count -= 1
+            if ip is not None:
+                left = self._per_ip[ip] - 1
+                if left:
+                    self._per_ip[ip] = left
+                else:
+                    del self._per_ip[ip]
+
+    async def _refuse(self, stream: trio.abc.Stream, ip: str | None) -> None:
+        """503 at once: nothing is read, no Conn is made."""
+        self._upgrader.config.logger.debug("connection limit reached: 503 to %s", ip)
+        await send_response_and_close(stream, build_error_response(
+            503, b"too many connections, try again later\n",
+            [("Retry-After", str(RETRY_AFTER))]))
+
+    async def _run(self, stream: trio.abc.Stream) -> None:
+        outcome = None
         with trio.CancelScope() as scope:
             self._handshaking.add(scope)
             try:
-                conn = await self._upgrader._upgrade_quietly(stream)
+                outcome = await self._upgrader.upgrade_quietly(stream)
             finally:
                 self._handshaking.discard(scope)
-        if conn is None:
-            return  # failed or abandoned: upgrade() closed the stream
-        self._live.add(conn)
+        if not isinstance(outcome, Conn):
+            return  # failed, answered as plain HTTP, or abandoned: the stream is closed
+        conn = outcome
+        self.live.add(conn)
         if self._all_done.is_set():
             self._all_done = trio.Event()
         try:
             await conn.listen()
         finally:
-            self._live.discard(conn)
-            if not self._live:
+            self.live.discard(conn)
+            if not self.live:
                 self._all_done.set()
 
     async def shutdown(self, timeout: float, connections: trio.Nursery) -> None:
@@ -200,7 +173,7 @@ class _ConnectionTracker:
             scope.cancel()
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
-                for conn in list(self._live):
+                for conn in list(self.live):
                     nursery.start_soon(self._going_away, conn)
                 await self._all_done.wait()
         connections.cancel_scope.cancel()
@@ -213,6 +186,50 @@ class _ConnectionTracker:
             pass  # already closing or broken: its listen() is ending anyway
 
 
+async def serve_listeners(
+    handler: EventHandler,
+    listeners: Sequence[trio.abc.Listener[Any]],
+    *,
+    config: Config | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSocket (and ``http_handler``) requests on any Trio listeners until
+    cancelled: TCP, Unix sockets (``gws.open_unix_listener``), inherited or pre-bound
+    sockets wrapped in ``trio.SocketListener``, TLS listeners...
+
+    Args:
+        handler: the ``EventHandler`` of every connection.
+        listeners: what to accept on; they are closed when this returns.
+        config: options (``Config()`` by default).
+        ssl_context: wrap every listener in TLS.
+        task_status: ``nursery.start`` gets the running ``Server``.
+
+    Cancelling it shuts down gracefully: no new connections, requests and handshakes
+    in progress abandoned, every open connection sent close 1001 and given
+    ``close_timeout`` to finish its handshake, then the rest closed.
+    """
+    upgrader = Upgrader(handler, config)
+    tracker = _ConnectionTracker(upgrader)
+    served: list[trio.abc.Listener[Any]] = list(listeners)
+    if ssl_context is not None:
+        served = [trio.SSLListener(listener, ssl_context, https_compatible=False)
+                  for listener in served]
+    server = Server(served, tracker.live)
+    async with trio.open_nursery() as outer:
+        connections: trio.Nursery = await outer.start(_shielded_nursery)
+        try:
+            async with trio.open_nursery() as accepting:
+                await accepting.start(partial(trio.serve_listeners, tracker.serve_stream,
+                                              served, handler_nursery=connections))
+                task_status.started(server)
+        finally:
+            # serve_listeners only ends by an exception (normally cancellation); its
+            # listeners are closed by now, so no new connection can arrive.
+            with trio.CancelScope(shield=True):
+                await tracker.shutdown(upgrader.config.close_timeout, connections)
+
+
 async def serve(
     handler: EventHandler,
     port: int,
@@ -220,37 +237,30 @@ async def serve(
     host: str | bytes | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
+    reuse_port: bool = False,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket connections on ``port`` until cancelled (like ``trio.serve_tcp``).
 
-    ``port=0`` picks a free port; ``task_status.started`` reports the listeners (their
-    ``.socket`` has the address, under ``.transport_listener`` for TLS). With
-    ``ssl_context`` every connection is TLS.
+    Args:
+        handler: the ``EventHandler`` of every connection.
+        port: the TCP port; 0 picks a free one (``Server.port`` says which).
+        host: the interface (None: every IPv4 and IPv6 address).
+        config: options (``Config()`` by default).
+        ssl_context: serve TLS (wss://).
+        reuse_port: SO_REUSEPORT, so that several processes serve one port and the
+            kernel spreads connections between them (Linux only).
+        task_status: ``nursery.start`` gets the running ``Server``.
 
-    Cancelling it shuts down gracefully: no new connections, every open one is sent
-    close 1001 and given ``close_timeout`` to finish its handshake, then the rest are
-    closed. Handshakes still in progress are abandoned at once.
+    Raises:
+        NotImplementedError: ``reuse_port`` where the platform cannot.
+        OSError: the port is in use (without ``reuse_port`` on every side).
+
+    Cancelling it shuts down gracefully, as ``serve_listeners``.
     """
-    upgrader = Upgrader(handler, config)
-    tracker = _ConnectionTracker(upgrader)
-    tcp_listeners = await trio.open_tcp_listeners(port, host=host)
-    listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
-    if ssl_context is not None:
-        listeners = [
-            trio.SSLListener(listener, ssl_context, https_compatible=False)
-            for listener in tcp_listeners
-        ]
-    async with trio.open_nursery() as outer:
-        connections: trio.Nursery = await outer.start(_shielded_nursery)
-        try:
-            await trio.serve_listeners(tracker.serve_stream, listeners,
-                                       handler_nursery=connections, task_status=task_status)
-        finally:
-            # serve_listeners only ends by an exception (normally cancellation); its
-            # listeners are closed by now, so no new connection can arrive.
-            with trio.CancelScope(shield=True):
-                await tracker.shutdown(upgrader.config.close_timeout, connections)
+    listeners = await open_tcp_listeners(port, host=host, reuse_port=reuse_port)
+    await serve_listeners(handler, listeners, config=config, ssl_context=ssl_context,
+                          task_status=task_status)
 
 
 async def _shielded_nursery(task_status: trio.TaskStatus[trio.Nursery]) -> None:
