@@ -99,7 +99,8 @@ def running_nginx(tmp: Path, upstream: int) -> Iterator[Proxy]:
         "CERTIFICATE_KEY": str(tmp / "key.pem"),
     }))
     (tmp / "nginx.conf").write_text(main_conf(tmp))
-    argv = [nginx, "-p", f"{tmp}/", "-c", tmp / "nginx.conf", "-e", tmp / "error.log"]
+    argv: list[str | Path] = [nginx, "-p", f"{tmp}/", "-c", tmp / "nginx.conf",
+                              "-e", tmp / "error.log"]
     with realproc.running(argv, log=tmp / "nginx.out", port=ports["ws"]):
         realproc.wait_for_port(ports["wss"])
         yield Proxy(ports, ca)
