@@ -18,6 +18,8 @@ can load.
 from __future__ import annotations
 
 import mimetypes
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -125,21 +127,47 @@ def running_browser(tmp: Path) -> Iterator[Browser]:
     except ImportError:
         pytest.fail("selenium is not installed: pip install -e '.[test]'", pytrace=False)
     tmp.mkdir(parents=True, exist_ok=True)
+    home = tmp / "home"  # Chromium's crash database and caches go under $HOME
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache")}
     port = realproc.free_port()
     argv = [chromedriver, f"--port={port}", f"--log-path={tmp / 'chromedriver.log'}"]
-    with realproc.running(argv, log=tmp / "chromedriver.out", port=port):
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in (*FLAGS, f"--user-data-dir={tmp / 'profile'}"):
-            options.add_argument(flag)
-        driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}",
-                                  options=options)
+    try:
+        with realproc.running(argv, log=tmp / "chromedriver.out", port=port, env=env):
+            options = webdriver.ChromeOptions()
+            options.binary_location = chromium
+            for flag in (*FLAGS, f"--user-data-dir={tmp / 'profile'}"):
+                options.add_argument(flag)
+            driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}",
+                                      options=options)
+            try:
+                driver.set_script_timeout(SCRIPT_TIMEOUT)
+                driver.set_page_load_timeout(SCRIPT_TIMEOUT)
+                yield Browser(driver, tmp / "chromedriver.log")
+            finally:
+                driver.quit()  # then realproc stops chromedriver's whole process group
+    finally:
+        _stop_leftovers(tmp)
+
+
+def _stop_leftovers(tmp: Path) -> None:
+    """SIGKILL, by PID, whatever still runs with ``tmp`` in its command line.
+
+    Chromium's crashpad handlers start process groups of their own, so stopping
+    chromedriver's group misses them (they would exit by themselves a moment later);
+    their command line names the crash database under our $HOME in ``tmp``, which
+    no process outside this test has."""
+    marker = str(tmp).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
         try:
-            driver.set_script_timeout(SCRIPT_TIMEOUT)
-            driver.set_page_load_timeout(SCRIPT_TIMEOUT)
-            yield Browser(driver, tmp / "chromedriver.log")
-        finally:
-            driver.quit()  # then realproc stops chromedriver's whole process group
+            if marker not in (entry / "cmdline").read_bytes():
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            pass  # gone meanwhile
 
 
 # -- serving the test page ------------------------------------------------------------
