@@ -21,12 +21,14 @@ apt_install() {
         "${sudo[@]}" chmod +x "$policy"
         created=1
     fi
+    # Another apt-get (an unattended upgrade, a second checkout's install) may hold the
+    # dpkg lock for a while: wait for it instead of failing the test run.
     local rc=0
     if [[ ! -e /tmp/.trio-gws-apt-updated ]]; then
-        "${sudo[@]}" apt-get update -qq && touch /tmp/.trio-gws-apt-updated || rc=$?
+        "${sudo[@]}" apt-get update -qq -o DPkg::Lock::Timeout=600 && touch /tmp/.trio-gws-apt-updated || rc=$?
     fi
     if ((rc == 0)); then
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
             --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
     fi
     if ((created)); then "${sudo[@]}" rm -f "$policy"; fi
