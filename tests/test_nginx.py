@@ -127,8 +127,7 @@ async def behind_nginx(tmp_path: Path, handler: gws.EventHandler,
     server = Server(handler, config or Config())
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            [listener] = await nursery.start(server.run)
-            port = listener.socket.getsockname()[1]
+            port = (await nursery.start(server.run)).port
             with running_nginx(tmp_path / "nginx", port) as proxy:
                 yield proxy, server
             server.scope.cancel()
