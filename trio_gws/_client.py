@@ -71,7 +71,7 @@ def parse_url(url: str) -> WebSocketURL:
 
 async def connect(
     url: str,
-    handler: EventHandler,
+    handler: EventHandler | None = None,
     *,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
@@ -85,7 +85,9 @@ async def connect(
     ``wss://`` a default verifying SSL context is used unless ``ssl_context`` is given.
     With ``stream`` (a proxy tunnel, a Unix socket...) nothing is dialled: the
     handshake runs on that stream (wrapped in TLS first for ``wss://``). Run the
-    connection with ``await conn.listen()``.
+    connection with ``await conn.listen()``. Without a handler the connection is in
+    pull mode: ``await conn.receive()`` / ``async for message in conn`` (a client that
+    only writes and ignores what arrives passes ``gws.EventHandler()``).
 
     Raises HandshakeError (with the server's status, headers and body when it
     answered), WebSocketTimeoutError, or OSError when the host cannot be reached.
@@ -123,7 +125,7 @@ async def connect(
 
 async def _handshake(
     stream: trio.abc.Stream,
-    handler: EventHandler,
+    handler: EventHandler | None,
     config: Config,
     where: WebSocketURL,
     extra: list[tuple[str, str]],
@@ -214,7 +216,7 @@ async def open_conn(
     Raises:
         HandshakeError, WebSocketTimeoutError, OSError: as ``connect``.
     """
-    conn = await connect(url, handler if handler is not None else EventHandler(),
+    conn = await connect(url, handler,
                          config=config, ssl_context=ssl_context, headers=headers,
                          subprotocols=subprotocols, stream=stream)
     body_error: BaseException | None = None

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Coroutine, MutableMapping
 from types import TracebackType
@@ -49,6 +50,7 @@ from ._config import Config
 from ._errors import (
     ConnectionClosed,
     ConnectionClosedError,
+    ConnectionClosedOK,
     HandlerError,
     ProtocolError,
     WebSocketError,
@@ -56,6 +58,7 @@ from ._errors import (
 )
 from ._frames import CloseReceived, Ping, Pong, check_control_payload
 from ._handler import EventHandler
+from ._inbox import Inbox
 from ._keepalive import keepalive
 from ._lifecycle import Lifecycle, State
 from ._parallel import ParallelHandlers
@@ -75,6 +78,17 @@ if TYPE_CHECKING:
 #: The most one read asks for while a large frame's payload is arriving.
 _LARGE_READ = 1024 * 1024
 Outcome = Union[WebSocketError, CloseReceived]
+
+
+class _Ping:
+    """A ping waiting for its pong (``rtt`` stays None if the connection ends first)."""
+
+    __slots__ = ("sent_at", "done", "rtt")
+
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
+        self.done = trio.Event()
+        self.rtt: float | None = None
 
 
 def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
@@ -102,16 +116,16 @@ class Conn(trio.abc.AsyncResource):
 
     __slots__ = (
         "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
-        "_lifecycle", "_nursery", "_parallel", "_pong_seen", "_read_deadline",
+        "_lifecycle", "_nursery", "_parallel", "_pings", "_pong_seen", "_read_deadline",
         "_read_scope", "_reader", "_reader_task", "_receive_scope", "_trace", "_transport",
-        "_writer", "extension", "local_address", "remote_address", "request", "session",
-        "subprotocol", "__weakref__",
+        "_writer", "extension", "latency", "local_address", "remote_address", "request",
+        "session", "subprotocol", "__weakref__",
     )
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        handler: EventHandler,
+        handler: EventHandler | None,
         config: Config,
         *,
         is_server: bool,
@@ -121,7 +135,8 @@ class Conn(trio.abc.AsyncResource):
         leftover: bytes = b"",
     ) -> None:
         self._transport = Transport(stream)
-        self._handler = handler
+        # No handler: pull mode, the messages wait in an Inbox for receive().
+        self._handler = handler if handler is not None else Inbox()
         self._config = config
         self._is_server = is_server
         self.request = request
@@ -159,6 +174,10 @@ class Conn(trio.abc.AsyncResource):
         # small, but not times thousands of idle connections.
         self._ended: trio.Event | None = None
         self._pong_seen: trio.Event | None = None  # keepalive: a pong arrived
+        # ping(): payload -> (sent at, answered); made by the first ping().
+        self._pings: dict[bytes, _Ping] | None = None
+        #: The last measured round trip (ping() or keepalive), in seconds, or None.
+        self.latency: float | None = None
         self._parallel = (ParallelHandlers(config.parallel_limit, self._run_on_message,
                                            self._fail_soon)
                           if config.parallel_enabled else None)
@@ -360,6 +379,92 @@ class Conn(trio.abc.AsyncResource):
         """Close with 1000, or 1011 when the block raised."""
         await self.aclose(1000 if exc_type is None else 1011)
 
+    # -- pull mode -------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The next message of a connection made without a handler (pull mode).
+
+        At most a few messages wait here (``_inbox.RECEIVE_BUFFER``); past that the
+        reader waits too, so a slow consumer slows the peer down. ``listen()`` must
+        run (``open_conn`` runs it).
+
+        Raises:
+            ConnectionClosedOK: the connection ended normally (1000, 1001 or no code).
+            ConnectionClosedError: it ended in any other way (``__cause__`` says why).
+            RuntimeError: the connection has a handler: its messages go there.
+        """
+        return await self._inbox().receive()
+
+    def __aiter__(self) -> Conn:
+        self._inbox()
+        return self
+
+    async def __anext__(self) -> Message:
+        """``async for message in conn``: ends on a normal close, raises otherwise."""
+        try:
+            return await self._inbox().receive()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    def _inbox(self) -> Inbox:
+        handler = self._handler
+        if not isinstance(handler, Inbox):
+            raise RuntimeError("receive() and iteration are for connections made without "
+                               "a handler (pull mode); this one's messages go to "
+                               f"{type(handler).__name__}")
+        return handler
+
+    # -- round trips -----------------------------------------------------------------
+
+    async def ping(self, payload: Payload | None = None) -> float:
+        """Send a ping and wait for its pong: the round trip in seconds.
+
+        Also sets ``conn.latency``. Bound the wait yourself (``trio.fail_after``). A
+        pong answers its own ping and every earlier one (a peer may skip some).
+
+        Args:
+            payload: at most 125 bytes; a unique 8-byte payload by default.
+
+        Raises:
+            ConnectionClosed: the connection is closing, or ended before the pong.
+            ValueError: the payload is over 125 bytes, or already waiting for a pong.
+        """
+        data = bytes(as_bytes(payload)) if payload is not None else os.urandom(8)
+        waiting = self._new_ping(data)
+        try:
+            await self._write_control(Opcode.PING, data)
+            await waiting.done.wait()
+        finally:
+            self._forget_ping(data)
+        if waiting.rtt is None:
+            raise self._lifecycle.closed_error()  # it ended first
+        return waiting.rtt
+
+    def _new_ping(self, data: bytes) -> _Ping:
+        if self._pings is None:
+            self._pings = {}
+        if data in self._pings:
+            raise ValueError(f"a ping with payload {data!r} is already waiting for its pong")
+        ping = self._pings[data] = _Ping(trio.current_time())
+        return ping
+
+    def _forget_ping(self, data: bytes) -> None:
+        if self._pings is not None:
+            self._pings.pop(data, None)
+
+    def _answered(self, payload: bytes) -> None:
+        """A pong arrived: its ping, and every ping sent before it, are answered."""
+        assert self._pings is not None
+        ping = self._pings.get(payload)
+        if ping is None:
+            return  # unsolicited, or not one of ours
+        now = trio.current_time()
+        self.latency = now - ping.sent_at
+        for other in self._pings.values():
+            if other.sent_at <= ping.sent_at and other.rtt is None:
+                other.rtt = now - other.sent_at
+                other.done.set()
+
     # -- deadlines -------------------------------------------------------------------
 
     def set_deadline(self, deadline: float) -> None:
@@ -521,6 +626,8 @@ class Conn(trio.abc.AsyncResource):
                 elif kind is Pong:
                     if self._pong_seen is not None:
                         self._pong_seen.set()
+                    if self._pings:
+                        self._answered(event.payload)
                     await self._callback(handler.on_pong, self, event.payload)
                 else:
                     assert isinstance(event, CloseReceived)
@@ -635,6 +742,8 @@ class Conn(trio.abc.AsyncResource):
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self._transport.stream)
         dropped = self._writer.fail_queue()
+        for ping in (self._pings or {}).values():
+            ping.done.set()  # no pong will come: ping() raises ConnectionClosed
         if dropped:
             # Never silently: the log says it, and so does the error on_error gets.
             self._config.logger.warning("%s ended with %d queued message(s) unsent",

@@ -2,11 +2,13 @@
 
 Runs in the connection's helper nursery while ``Config.ping_interval`` is set. The
 reader sets ``conn._pong_seen`` when any pong arrives (an unsolicited one counts:
-the peer is alive).
+the peer is alive); the pong that answers our ping's payload also measures
+``conn.latency``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import trio
@@ -25,14 +27,19 @@ async def keepalive(conn: Conn) -> None:
     while True:
         await trio.sleep(interval)
         conn._pong_seen = pong_seen = trio.Event()
+        payload = os.urandom(8)
+        conn._new_ping(payload)  # its pong sets conn.latency
         # The timeout covers sending the ping too: a peer that stopped reading
         # leaves it stuck behind a full transport (or write queue) forever.
-        with trio.move_on_after(timeout):
-            try:
-                await conn.write_ping()
-            except ConnectionClosed:
-                return
-            await pong_seen.wait()
+        try:
+            with trio.move_on_after(timeout):
+                try:
+                    await conn.write_ping(payload)
+                except ConnectionClosed:
+                    return
+                await pong_seen.wait()
+        finally:
+            conn._forget_ping(payload)
         if not pong_seen.is_set():
             conn._fail_soon(WebSocketTimeoutError(f"no pong within {timeout}s of a ping"))
             return
