@@ -255,6 +255,57 @@ async def test_queue_bound_fails_the_connection_with_1008(autojump_clock: Any) -
     assert conn.closed and conn.queued == 0
 
 
+async def test_byte_bound_fails_the_connection_with_1008(autojump_clock: Any) -> None:
+    """write_buffer_limit bounds bytes, so 1,024 queued messages of 1 MiB each cannot
+    pile up behind one slow reader."""
+    rec = Recorder()
+    config = Config(write_buffer_limit=10_000, close_timeout=3)
+    conn, peer = server_conn_pair(rec, config, lockstep=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await rec.wait_kind("open")
+        conn.write_nowait(Opcode.BINARY, b"0" * 100)
+        await trio.testing.wait_all_tasks_blocked()  # on its way; the peer reads nothing
+        # A message larger than the bound passes when nothing else waits...
+        conn.write_nowait(Opcode.BINARY, b"1" * 20_000)
+        assert conn.queued == 1
+        # ...but nothing may join it past the bound.
+        with pytest.raises(WriteQueueFullError) as info:
+            conn.write_nowait(Opcode.BINARY, b"2" * 10)
+        assert "20000 bytes waiting, 10 more past 10000" in str(info.value)
+        assert "1 queued message(s) dropped" in str(info.value)
+        assert info.value.close_code == 1008
+        assert (await peer.recv_frame()).payload == b"0" * 100
+        assert (await peer.recv_close()).close_code == 1008
+        await peer.aclose()
+    [ending] = rec.endings()
+    assert ending.data is info.value
+
+
+async def test_byte_bound_counts_what_drained(autojump_clock: Any) -> None:
+    """Bytes leave the count as their frames are sent: a reader that keeps up never
+    meets the bound, however much goes through."""
+    rec = Recorder()
+    conn, peer = server_conn_pair(rec, Config(write_buffer_limit=3_000))
+    reader = MessageReader(peer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await rec.wait_kind("open")
+        for i in range(100):
+            conn.write_nowait(Opcode.BINARY, bytes([i]) * 1_000)
+            conn.write_nowait(Opcode.BINARY, bytes([i]) * 1_000)
+            for _ in range(2):
+                assert await reader.next() == (BINARY, bytes([i]) * 1_000)
+        assert conn._writer._queued_bytes == 0
+        await finish_clean(conn, peer, rec)
+
+
+def test_write_buffer_limit_is_validated() -> None:
+    with pytest.raises(ValueError, match="write_buffer_limit"):
+        Config(write_buffer_limit=0)
+    assert Config().write_buffer_limit == 4 * 1024 * 1024
+
+
 async def test_queue_bound_with_a_peer_that_never_reads(autojump_clock: Any) -> None:
     """The policy still ends the connection within close_timeout if the peer is gone."""
     rec = Recorder()

@@ -68,6 +68,8 @@ class Config:
 
     # writing and concurrency
     write_queue_size: int = 1024
+    #: Bytes that may wait in a connection's write_nowait queue (and its corked frames).
+    write_buffer_limit: int = 4 * MiB
     parallel_enabled: bool = False
     parallel_limit: int = 8
 
@@ -102,6 +104,8 @@ class Config:
             raise ValueError("compress_threshold must not be negative")
         if self.write_queue_size < 1:
             raise ValueError("write_queue_size must be at least 1")
+        if self.write_buffer_limit < 1:
+            raise ValueError("write_buffer_limit must be at least 1")
         if self.parallel_limit < 1:
             raise ValueError("parallel_limit must be at least 1")
         for name in ("handshake_timeout", "close_timeout"):

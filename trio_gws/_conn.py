@@ -160,6 +160,7 @@ class Conn(trio.abc.AsyncResource):
             encoder=(extension.encoder(is_server=is_server, config=config)
                      if extension is not None else None),
             queue_size=config.write_queue_size,
+            byte_limit=config.write_buffer_limit,
             on_broken=self._transport_broken,
             on_overflow=self._overflow,
         )
@@ -273,10 +274,12 @@ class Conn(trio.abc.AsyncResource):
     def write_nowait(self, opcode: Opcode | int, payload: Payload) -> None:
         """Queue a message without waiting; it goes out in order with every other write.
 
-        The queue holds at most ``Config.write_queue_size`` messages. Past that the peer
-        is not keeping up: the connection is failed with close code 1008 (the error
-        reported to ``on_error`` counts the messages that were never sent). Needs
-        ``listen()`` running for the queue to drain.
+        The queue holds at most ``Config.write_queue_size`` messages and
+        ``Config.write_buffer_limit`` bytes (corked frames included; one message larger
+        than that passes when nothing else waits). Past either the peer is not keeping
+        up: the connection is failed with close code 1008 (the error reported to
+        ``on_error`` counts the messages that were never sent). Needs ``listen()``
+        running for the queue to drain.
 
         Raises:
             WriteQueueFullError: the queue is full (the connection is now failing).
@@ -289,14 +292,14 @@ class Conn(trio.abc.AsyncResource):
         if self._trace:
             self._log("> %s %d bytes (queued)", kind.name, len(data))
         writer = self._writer
-        writer.write_nowait(lambda: writer.encode_message(kind, data))
+        writer.write_nowait(lambda: writer.encode_message(kind, data), len(data))
 
     #: gws's name of ``write_nowait``.
     write_async = write_nowait
 
     def _write_nowait_frame(self, frame: bytes) -> None:
         """Queue an already encoded frame (the Broadcaster's shared frames)."""
-        self._writer.write_nowait(frame)
+        self._writer.write_nowait(frame, len(frame))
 
     async def write_ping(self, payload: Payload = b"") -> None:
         """Send a ping.

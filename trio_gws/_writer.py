@@ -71,13 +71,15 @@ _NO_QUEUE: deque[_Queued] = deque(maxlen=0)
 
 
 class _Queued:
-    """One queued frame; ``waiter`` is set when a direct writer awaits its outcome."""
+    """One queued frame; ``waiter`` is set when a direct writer awaits its outcome;
+    ``size`` is what a ``write_nowait`` message counts against the byte bound."""
 
-    __slots__ = ("encoder", "waiter", "error", "abandoned")
+    __slots__ = ("encoder", "waiter", "error", "abandoned", "size")
 
-    def __init__(self, encoder: Encoder, waiter: trio.Event | None) -> None:
+    def __init__(self, encoder: Encoder, waiter: trio.Event | None, size: int = 0) -> None:
         self.encoder = encoder
         self.waiter = waiter
+        self.size = size
         self.error: BaseException | None = None
         self.abandoned = False
 
@@ -87,7 +89,8 @@ class FrameWriter:
 
     __slots__ = (
         "_draining", "_encoder", "_flush_scheduled", "_lifecycle", "_lock", "_mask",
-        "_nursery", "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async", "_transport",
+        "_nursery", "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async",
+        "_queued_bytes", "_byte_limit", "_transport",
         "_unsent", "_unsent_count", "_unsent_size", "cork_task", "dropped",
     )
 
@@ -99,6 +102,7 @@ class FrameWriter:
         mask: bool,
         encoder: MessageEncoder | None,
         queue_size: int,
+        byte_limit: int,
         on_broken: Callable[[ConnectionClosedError], None],
         on_overflow: Callable[[WriteQueueFullError], None],
     ) -> None:
@@ -113,6 +117,8 @@ class FrameWriter:
         self._lock = WriteLock()
         self._queue = _NO_QUEUE
         self._queued_async = 0
+        self._queued_bytes = 0  # payload bytes of the queued write_nowait messages
+        self._byte_limit = byte_limit
         self._draining = False
         self._nursery: trio.Nursery | None = None
         # The task whose writes may be corked (the reader, while it handles a read).
@@ -272,21 +278,32 @@ class FrameWriter:
                     return
             await trio.sleep(0)  # let a drain task that has not started take the lock
 
-    def write_nowait(self, encoder: Encoder) -> None:
-        """Queue a frame without waiting; raises WriteQueueFullError at the bound."""
+    def write_nowait(self, encoder: Encoder, size: int) -> None:
+        """Queue a frame of ``size`` payload bytes without waiting; raises
+        WriteQueueFullError at either bound.
+
+        The byte bound counts the queued messages and the corked frames together; a
+        message is refused when it would take them past it, unless nothing is queued
+        (so one message larger than the bound can still be sent).
+        """
         self._lifecycle.check_writable()
-        if self._queued_async >= self._queue_size:
+        waiting = self._queued_bytes + self._unsent_size
+        if self._queued_async >= self._queue_size or (
+                self._queued_async and waiting + size > self._byte_limit):
+            full = (f"{self._queue_size} messages" if self._queued_async >= self._queue_size
+                    else f"{waiting} bytes waiting, {size} more past {self._byte_limit}")
             dropped = self._discard_async()
             error = WriteQueueFullError(
-                f"write queue full ({self._queue_size} messages): the peer does not keep "
-                f"up; {dropped} queued message(s) dropped, connection failed with 1008"
+                f"write queue full ({full}): the peer does not keep up; "
+                f"{dropped} queued message(s) dropped, connection failed with 1008"
             )
             # The connection fails it at once: later writes are refused now, not once
             # the reader notices (they would be queued, then dropped with nobody told).
             self._on_overflow(error)
             raise error
         self._queued_async += 1
-        self._enqueue(_Queued(encoder, None))
+        self._queued_bytes += size
+        self._enqueue(_Queued(encoder, None, size))
         if not self._draining and self._nursery is not None:
             self._spawn_drain()
 
@@ -367,6 +384,7 @@ class FrameWriter:
                     item = self._queue.popleft()
                     if item.waiter is None:
                         self._queued_async -= 1
+                        self._queued_bytes -= item.size
                     elif item.abandoned:
                         continue
                     try:
@@ -398,6 +416,7 @@ class FrameWriter:
         dropped = len(self._queue) - len(kept)
         self._queue = kept
         self._queued_async -= dropped
+        self._queued_bytes = 0
         self.dropped += dropped
         return dropped
 
@@ -412,6 +431,7 @@ class FrameWriter:
             item = self._queue.popleft()
             if item.waiter is None:
                 self._queued_async -= 1
+                self._queued_bytes -= item.size
                 dropped += 1
             else:
                 item.error = self._lifecycle.closed_error()
