@@ -222,7 +222,9 @@ async def open_conn(
                          subprotocols=subprotocols, stream=stream)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.listen)
+        # start, not start_soon: a block that exits at once must find listen() running,
+        # or aclose() would run a second listen() itself
+        await nursery.start(_listen, conn)
         try:
             yield conn
         except BaseException as exc:  # re-raised below, outside the nursery
@@ -237,3 +239,9 @@ async def open_conn(
         nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error
+
+
+async def _listen(conn: Conn, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+    task_status.started()
+    await conn.listen()  # marks itself as the reader before its first checkpoint
