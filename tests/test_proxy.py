@@ -1,0 +1,493 @@
+"""The client through real proxies: tinyproxy (HTTP CONNECT, BasicAuth), stunnel4 in
+front of it (an https:// proxy, TLS inside TLS), microsocks (SOCKS5 with a password
+it really checks) and dante (SOCKS4); then proxies that misbehave, played by raw
+servers: refusals, replies cut short, over-long or malformed, stalls.
+
+Each proxy's own log shows that the connection went through it, and with which
+target name (remote DNS for socks5h://).
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+import trio_gws as gws
+from trio_gws import Config
+
+import proxies
+from helpers import Recorder, running_server
+from httpstub import Stub, redirect, running
+
+TIMEOUT = 20
+USER, PASSWORD = "alice", "se-cret"  # tinyproxy accepts [A-Za-z0-9._-] only
+SOCKS_PASSWORD = "p@ss:w0rd/%"       # percent-encoded in the URL
+SOCKS_PASSWORD_IN_URL = "p%40ss%3Aw0rd%2F%25"
+PROXY_VARIABLES = ("ws_proxy", "WS_PROXY", "wss_proxy", "WSS_PROXY", "http_proxy",
+                   "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                   "no_proxy", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sets the proxy variables it is about, and no others."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("proxies")
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def tinyproxy(folder: Path) -> Iterator[proxies.Proxy]:
+    with proxies.tinyproxy(folder) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def tinyproxy_auth(folder: Path) -> Iterator[proxies.Proxy]:
+    with proxies.tinyproxy(folder, auth=(USER, PASSWORD)) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def tinyproxy_443(folder: Path) -> Iterator[proxies.Proxy]:
+    """Tunnels to port 443 only: anything else is refused (403) before any lookup."""
+    with proxies.tinyproxy(folder, connect_port=443) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def https_proxy(folder: Path, ca: trustme.CA,
+                tinyproxy_auth: proxies.Proxy) -> Iterator[proxies.Proxy]:
+    with proxies.stunnel(folder, forward_to=tinyproxy_auth.port, ca=ca) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def socks5(folder: Path) -> Iterator[proxies.Proxy]:
+    with proxies.microsocks(folder, user=USER, password=SOCKS_PASSWORD) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def socks4(folder: Path) -> Iterator[proxies.Proxy]:
+    with proxies.dante(folder) as proxy:
+        yield proxy
+
+
+@asynccontextmanager
+async def echo_server(**kw: object) -> AsyncIterator[tuple[int, Recorder]]:
+    handler = Recorder(echo=True)
+    async with running_server(handler, **kw) as port:  # type: ignore[arg-type]
+        yield port, handler
+
+
+async def echo_through(url: str, **kw: object) -> gws.Conn:
+    """Connect (kw: connect's), send a message, wait for its echo; return the Conn."""
+    client = Recorder()
+    with trio.fail_after(TIMEOUT):
+        async with gws.open_conn(url, client, **kw) as conn:  # type: ignore[arg-type]
+            await conn.write_string("through the proxy")
+            [message] = await client.wait_kind("message")
+            assert message.text == "through the proxy"
+    return conn
+
+
+# -- HTTP CONNECT (tinyproxy) --------------------------------------------------------
+
+
+async def test_ws_through_tinyproxy(tinyproxy: proxies.Proxy) -> None:
+    async with echo_server() as (port, server):
+        await echo_through(f"ws://127.0.0.1:{port}/x",
+                           proxy=f"http://127.0.0.1:{tinyproxy.port}")
+    assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in tinyproxy.wait_log(f"127.0.0.1:{port}")
+    assert len(server.conns()) == 1
+
+
+async def test_wss_through_tinyproxy(tinyproxy: proxies.Proxy, server_context: ssl.SSLContext,
+                                     client_context: ssl.SSLContext) -> None:
+    async with echo_server(ssl_context=server_context) as (port, _):
+        await echo_through(f"wss://localhost:{port}/", ssl_context=client_context,
+                           proxy=f"http://127.0.0.1:{tinyproxy.port}")
+    assert f"CONNECT localhost:{port} HTTP/1.1" in tinyproxy.wait_log(f"localhost:{port}")
+
+
+async def test_basic_credentials_are_percent_decoded(tinyproxy_auth: proxies.Proxy) -> None:
+    async with echo_server() as (port, _):
+        # %61lice:se%2Dcret is alice:se-cret
+        await echo_through(f"ws://127.0.0.1:{port}/",
+                           proxy=f"http://%61lice:se%2Dcret@127.0.0.1:{tinyproxy_auth.port}")
+
+
+async def test_407_without_credentials(tinyproxy_auth: proxies.Proxy) -> None:
+    async with echo_server() as (port, server):
+        with pytest.raises(gws.ProxyError) as info:
+            with trio.fail_after(TIMEOUT):
+                await gws.connect(f"ws://127.0.0.1:{port}/", Recorder(),
+                                  proxy=f"http://127.0.0.1:{tinyproxy_auth.port}")
+    error = info.value
+    assert isinstance(error, gws.HandshakeError)
+    assert error.status == 407
+    assert "requires authentication" in str(error)
+    assert error.proxy == f"http://127.0.0.1:{tinyproxy_auth.port}"
+    assert any(name.lower() == "proxy-authenticate" for name, _ in error.headers)
+    assert b"Proxy Authentication Required" in error.body
+    assert server.conns() == []
+
+
+async def test_wrong_credentials_refused(tinyproxy_auth: proxies.Proxy) -> None:
+    # tinyproxy answers a wrong password with 401 (and a missing one with 407)
+    async with echo_server() as (port, _):
+        with pytest.raises(gws.ProxyError) as info:
+            with trio.fail_after(TIMEOUT):
+                await gws.connect(f"ws://127.0.0.1:{port}/", Recorder(),
+                                  proxy=f"http://alice:wrong@127.0.0.1:{tinyproxy_auth.port}")
+    assert info.value.status == 401
+    assert "refused a tunnel" in str(info.value)
+    assert "wrong" not in str(info.value)  # the password is never shown
+
+
+async def test_403_from_tinyproxy(tinyproxy_443: proxies.Proxy) -> None:
+    async with echo_server() as (port, _):
+        with pytest.raises(gws.ProxyError) as info:
+            with trio.fail_after(TIMEOUT):
+                await gws.connect(f"ws://127.0.0.1:{port}/", Recorder(),
+                                  proxy=f"http://127.0.0.1:{tinyproxy_443.port}")
+    assert info.value.status == 403
+    assert f"refused a tunnel to 127.0.0.1:{port}" in str(info.value)
+
+
+async def test_every_redirect_hop_goes_through_the_proxy(tinyproxy: proxies.Proxy) -> None:
+    target, first = Stub(), Stub()
+    async with running(target) as target_port, running(first) as first_port:
+        first.responses["/"] = redirect(302, f"ws://localhost:{target_port}/there")
+        await echo_through(f"ws://127.0.0.1:{first_port}/",
+                           proxy=f"http://127.0.0.1:{tinyproxy.port}")
+    log = tinyproxy.wait_log(f"localhost:{target_port}")
+    assert f"CONNECT 127.0.0.1:{first_port} HTTP/1.1" in log
+    assert f"CONNECT localhost:{target_port} HTTP/1.1" in log
+    assert target.paths() == ["/there"]
+
+
+# -- an https:// proxy (stunnel in front of tinyproxy), TLS to the server inside -----
+
+
+async def test_wss_through_https_proxy(https_proxy: proxies.Proxy,
+                                       server_context: ssl.SSLContext,
+                                       client_context: ssl.SSLContext) -> None:
+    async with echo_server(ssl_context=server_context) as (port, _):
+        conn = await echo_through(
+            f"wss://localhost:{port}/", ssl_context=client_context,
+            proxy=f"https://{USER}:{PASSWORD}@localhost:{https_proxy.port}",
+            proxy_ssl_context=client_context)
+    assert "accepted connection" in https_proxy.wait_log("accepted connection")
+    # TLS to the server inside TLS to the proxy
+    assert isinstance(conn._stream, trio.SSLStream)
+    assert isinstance(conn._stream.transport_stream, trio.SSLStream)
+
+
+async def test_ws_through_https_proxy(https_proxy: proxies.Proxy,
+                                      client_context: ssl.SSLContext) -> None:
+    async with echo_server() as (port, _):
+        await echo_through(f"ws://127.0.0.1:{port}/",
+                           proxy=f"https://{USER}:{PASSWORD}@127.0.0.1:{https_proxy.port}",
+                           proxy_ssl_context=client_context)
+
+
+async def test_untrusted_https_proxy(https_proxy: proxies.Proxy) -> None:
+    with pytest.raises(gws.ProxyError) as info:
+        with trio.fail_after(TIMEOUT):
+            await gws.connect("ws://127.0.0.1:9/", Recorder(),
+                              proxy=f"https://localhost:{https_proxy.port}")
+    assert info.value.status == 0
+    assert "TLS handshake with proxy" in str(info.value)
+    assert isinstance(info.value.__cause__.__cause__, ssl.SSLCertVerificationError)
+
+
+# -- SOCKS (microsocks checks passwords, dante speaks SOCKS4) ------------------------
+
+
+async def test_socks5_with_password(socks5: proxies.Proxy) -> None:
+    async with echo_server() as (port, _):
+        await echo_through(f"ws://localhost:{port}/",
+                           proxy=f"socks5://{USER}:{SOCKS_PASSWORD_IN_URL}@127.0.0.1:{socks5.port}")
+    # socks5:// resolves the name here: the proxy is asked for the address
+    log = socks5.wait_log(f"127.0.0.1:{port}")
+    assert f"connected to 127.0.0.1:{port}" in log
+    assert f"connected to localhost:{port}" not in log
+
+
+async def test_socks5h_resolves_on_the_proxy(socks5: proxies.Proxy,
+                                             server_context: ssl.SSLContext,
+                                             client_context: ssl.SSLContext) -> None:
+    async with echo_server(ssl_context=server_context) as (port, _):
+        await echo_through(f"wss://localhost:{port}/", ssl_context=client_context,
+                           proxy=f"socks5h://{USER}:{SOCKS_PASSWORD_IN_URL}@127.0.0.1:{socks5.port}")
+    assert f"connected to localhost:{port}" in socks5.wait_log(f"localhost:{port}")
+
+
+async def test_socks5_wrong_password_refused(socks5: proxies.Proxy) -> None:
+    with pytest.raises(gws.ProxyError) as info:
+        with trio.fail_after(TIMEOUT):
+            await gws.connect("ws://127.0.0.1:9/", Recorder(),
+                              proxy=f"socks5://{USER}:wrong@127.0.0.1:{socks5.port}")
+    assert info.value.status == 407
+    assert "refused the credentials of 'alice'" in str(info.value)
+    assert "wrong" not in str(info.value)
+
+
+async def test_socks5_without_credentials_refused(socks5: proxies.Proxy) -> None:
+    with pytest.raises(gws.ProxyError) as info:
+        with trio.fail_after(TIMEOUT):
+            await gws.connect("ws://127.0.0.1:9/", Recorder(),
+                              proxy=f"socks5://127.0.0.1:{socks5.port}")
+    assert info.value.status == 407
+    assert "requires authentication" in str(info.value)
+
+
+async def test_socks4_through_dante(socks4: proxies.Proxy) -> None:
+    async with echo_server() as (port, _):
+        await echo_through(f"ws://localhost:{port}/", proxy=f"socks4://127.0.0.1:{socks4.port}")
+    log = socks4.wait_log(f"127.0.0.1.{port}")
+    assert any("tcp/connect" in line and line.endswith(f"127.0.0.1.{port}")
+               for line in log.splitlines()), log
+
+
+async def test_socks4_refusal(socks4: proxies.Proxy) -> None:
+    # nothing listens there: dante's connection is refused, and so is our request
+    port = proxies.realproc.free_port()
+    with pytest.raises(gws.ProxyError) as info:
+        with trio.fail_after(TIMEOUT):
+            await gws.connect(f"ws://127.0.0.1:{port}/", Recorder(),
+                              proxy=f"socks4://127.0.0.1:{socks4.port}")
+    assert info.value.status == 502
+    assert info.value.socks_code == 0x5B  # request rejected or failed
+
+
+async def test_socks_without_python_socks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "python_socks", None)  # import fails
+    with pytest.raises(ImportError, match=r"trio-gws\[socks\]"):
+        await gws.connect("ws://127.0.0.1:9/", Recorder(), proxy="socks5://127.0.0.1:1080")
+
+
+# -- the environment -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("scheme", "variable"), [
+    ("ws", "http_proxy"), ("ws", "ws_proxy"), ("ws", "all_proxy"), ("ws", "ALL_PROXY"),
+    ("wss", "https_proxy"), ("wss", "HTTPS_PROXY"), ("wss", "WSS_PROXY"),
+    ("wss", "all_proxy"),
+])
+async def test_environment_proxy_is_used(tinyproxy_443: proxies.Proxy, scheme: str,
+                                         variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tinyproxy refuses port 9 before looking the name up: its 403 and its log prove
+    # that the variable sent us there, with no DNS lookup of the made-up name
+    monkeypatch.setenv(variable, f"127.0.0.1:{tinyproxy_443.port}")  # no scheme: http://
+    host = f"env-{variable.lower()}.invalid"
+    with pytest.raises(gws.ProxyError) as info:
+        with trio.fail_after(TIMEOUT):
+            await gws.connect(f"{scheme}://{host}:9/", Recorder())
+    assert info.value.status == 403
+    assert f"CONNECT {host}:9 HTTP/1.1" in tinyproxy_443.wait_log(host)
+
+
+async def test_environment_socks_proxy(socks5: proxies.Proxy,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALL_PROXY", f"socks5h://{USER}:wrong@127.0.0.1:{socks5.port}")
+    with pytest.raises(gws.ProxyError) as info:
+        with trio.fail_after(TIMEOUT):
+            await gws.connect("ws://env-socks.invalid:9/", Recorder())
+    assert info.value.status == 407  # refused before any name was looked up
+
+
+async def test_loopback_never_uses_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = f"http://127.0.0.1:{proxies.realproc.free_port()}"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy"):
+        monkeypatch.setenv(name, dead)
+    async with echo_server() as (port, _):
+        await echo_through(f"ws://127.0.0.1:{port}/")
+        await echo_through(f"ws://localhost:{port}/")
+        # ...but a proxy given explicitly is used, loopback or not
+        with pytest.raises(gws.ProxyError, match="cannot reach proxy"):
+            with trio.fail_after(TIMEOUT):
+                await gws.connect(f"ws://127.0.0.1:{port}/", Recorder(), proxy=dead)
+
+
+async def test_proxy_none_dials_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxies.realproc.free_port()}")
+    async with echo_server() as (port, _):
+        await echo_through(f"ws://127.0.0.1:{port}/", proxy=None)
+
+
+# -- proxies that misbehave (raw servers) --------------------------------------------
+
+
+ProxyScript = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_proxy(script: ProxyScript) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A TCP server that reads one request head and runs ``script(stream, head)``."""
+    heads: list[bytes] = []
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            buf += data
+        heads.append(buf)
+        await script(stream, buf)
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, serve_one, 0,
+                                                 host="127.0.0.1"))
+        yield listener.socket.getsockname()[1], heads
+        nursery.cancel_scope.cancel()
+
+
+def answer(reply: bytes, *, then_close: bool = True) -> ProxyScript:
+    async def script(stream: trio.SocketStream, head: bytes) -> None:
+        await stream.send_all(reply)
+        if not then_close:
+            await trio.sleep_forever()
+    return script
+
+
+async def proxy_error(port: int, *, timeout: float = TIMEOUT, url: str = "ws://127.0.0.1:9/",
+                      proxy: str | None = None) -> gws.ProxyError:
+    config = Config(handshake_timeout=timeout)
+    with pytest.raises(gws.ProxyError) as info:
+        await gws.connect(url, Recorder(), config=config,
+                          proxy=proxy or f"http://127.0.0.1:{port}")
+    return info.value
+
+
+async def test_502_from_proxy() -> None:
+    reply = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\n\r\nupstream ko")
+    async with raw_proxy(answer(reply, then_close=False)) as (port, heads):
+        error = await proxy_error(port)
+    assert error.status == 502
+    assert error.body == b"upstream ko"  # read by Content-Length, not by waiting for close
+    assert heads[0].startswith(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+
+
+async def test_407_with_credentials() -> None:
+    reply = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    async with raw_proxy(answer(reply)) as (port, heads):
+        error = await proxy_error(port, proxy=f"http://bob:pa%3Ass@127.0.0.1:{port}")
+    assert error.status == 407
+    assert "refused the credentials of 'bob'" in str(error)
+    # bob:pa:ss in base64
+    assert b"Proxy-Authorization: Basic Ym9iOnBhOnNz\r\n" in heads[0]
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    (b"", "closed the connection before answering"),
+    (b"HTTP/1.1 200 Conn", "closed the connection in the middle of its reply"),
+    (b"HTTP/1.1 200 OK\r\nVia: tiny", "closed the connection in the middle of its reply"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 20000 + b"\r\n\r\n", "too large"),
+    (b"HTTP/1.1 200 " + b"a" * 10000, "too large"),
+    (b"HTTP/1.1 OK\r\n\r\n", "malformed reply"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "malformed reply"),
+    (b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n", "malformed reply"),
+    (b"HTTP/1.1 200 OK\r\n\r\nsurprise", "sent 8 bytes after its 200 reply"),
+])
+async def test_misbehaving_proxy(reply: bytes, expected: str) -> None:
+    async with raw_proxy(answer(reply)) as (port, _):
+        error = await proxy_error(port)
+    assert expected in str(error)
+    assert error.status == (200 if b"surprise" in reply else 0)
+
+
+async def test_over_long_reply_that_never_ends() -> None:
+    # a proxy streaming header bytes forever is cut off by the head limit
+    async def endless(stream: trio.SocketStream, head: bytes) -> None:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\n")
+        while True:
+            await stream.send_all(b"X-More: " + b"m" * 1000 + b"\r\n")
+
+    async with raw_proxy(endless) as (port, _):
+        error = await proxy_error(port)
+    assert "too large" in str(error)
+
+
+async def test_stalled_proxy_bounded_by_handshake_timeout() -> None:
+    async def stall(stream: trio.SocketStream, head: bytes) -> None:
+        await trio.sleep_forever()
+
+    async with raw_proxy(stall) as (port, _):
+        with pytest.raises(gws.WebSocketTimeoutError) as info:
+            with trio.fail_after(TIMEOUT):
+                await gws.connect("ws://127.0.0.1:9/", Recorder(),
+                                  config=Config(handshake_timeout=1.0),
+                                  proxy=f"http://127.0.0.1:{port}")
+    assert f"waiting for proxy http://127.0.0.1:{port} to open a tunnel" in str(info.value)
+
+
+async def test_stalled_socks_proxy_bounded_by_handshake_timeout() -> None:
+    async def stall(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, stall, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        with pytest.raises(gws.WebSocketTimeoutError, match="SOCKS exchange"):
+            with trio.fail_after(TIMEOUT):
+                await gws.connect("ws://127.0.0.1:9/", Recorder(),
+                                  config=Config(handshake_timeout=1.0),
+                                  proxy=f"socks5://127.0.0.1:{port}")
+        nursery.cancel_scope.cancel()
+
+
+async def test_unreachable_proxy() -> None:
+    port = proxies.realproc.free_port()
+    error = await proxy_error(port)
+    assert error.status == 0
+    assert f"cannot reach proxy http://127.0.0.1:{port}" in str(error)
+    assert isinstance(error.__cause__, OSError)
+
+
+@pytest.mark.parametrize("bad", ["ftp://proxy:21", "http://", "http://proxy:99999",
+                                 "socks6://proxy"])
+async def test_bad_proxy_url(bad: str) -> None:
+    with pytest.raises(ValueError, match="proxy"):
+        await gws.connect("ws://127.0.0.1:9/", Recorder(), proxy=bad)
+
+
+async def test_bad_proxy_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "gopher://proxy:70")
+    with pytest.raises(ValueError, match="environment"):
+        await gws.connect("ws://example.invalid:9/", Recorder())
+
