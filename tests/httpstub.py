@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Union
 
 import trio
 
@@ -50,20 +51,23 @@ class Replay(trio.abc.Stream):
 class Seen:
     path: str
     headers: list[tuple[str, str]]
+    time: float  # trio.current_time() when the head had arrived
 
     def get(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
 Script = Callable[[trio.abc.Stream], Awaitable[None]]
+Answer = Union[bytes, Script]
 
 
 @dataclass
 class Stub:
     handler: gws.EventHandler = field(default_factory=lambda: Recorder(echo=True))
     config: gws.Config | None = None
-    #: path -> the raw response to send, or a script to run on the stream
-    responses: dict[str, bytes | Script] = field(default_factory=dict)
+    #: path -> the raw response to send, or a script to run on the stream; or a list of
+    #: those, used one per request (then upgrades once it is empty)
+    responses: dict[str, Answer | list[Answer]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     accepted: int = 0
 
@@ -84,8 +88,10 @@ class Stub:
         lines = buf.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
         path = lines[0].split(" ")[1]
         headers = [(k.strip(), v.strip()) for k, _, v in (x.partition(":") for x in lines[1:])]
-        self.seen.append(Seen(path, headers))
+        self.seen.append(Seen(path, headers, trio.current_time()))
         answer = self.responses.get(path)
+        if isinstance(answer, list):
+            answer = answer.pop(0) if answer else None
         if answer is None:
             try:
                 conn = await gws.Upgrader(self.handler, self.config).upgrade(

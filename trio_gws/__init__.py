@@ -23,12 +23,14 @@ from ._errors import (
 from ._handler import EventHandler
 from ._handshake import Rejection, Request
 from ._http import Headers
+from ._reconnect import Backoff, ReconnectingClient, connect_forever
 from ._server import Upgrader, serve
 from ._types import CloseCode, Message, Opcode
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "Broadcaster",
     "CloseCode",
     "Config",
@@ -44,6 +46,7 @@ __all__ = [
     "Opcode",
     "ProtocolError",
     "ProxyError",
+    "ReconnectingClient",
     "Rejection",
     "Request",
     "Upgrader",
@@ -51,6 +54,7 @@ __all__ = [
     "WebSocketTimeoutError",
     "WriteQueueFullError",
     "connect",
+    "connect_forever",
     "open_conn",
     "parse_url",
     "serve",
