@@ -395,8 +395,13 @@ async def proxy_error(port: int, *, timeout: float = TIMEOUT, url: str = "ws://1
 
 
 async def test_502_from_proxy() -> None:
-    reply = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\n\r\nupstream ko")
-    async with raw_proxy(answer(reply, then_close=False)) as (port, heads):
+    async def bad_gateway(stream: trio.SocketStream, head: bytes) -> None:
+        await stream.send_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\n\r\n")
+        await trio.sleep(0.2)  # the body comes later, and the connection stays open
+        await stream.send_all(b"upstream ko")
+        await trio.sleep_forever()
+
+    async with raw_proxy(bad_gateway) as (port, heads):
         error = await proxy_error(port)
     assert error.status == 502
     assert error.body == b"upstream ko"  # read by Content-Length, not by waiting for close

@@ -266,23 +266,24 @@ async def test_cancelled_while_sleeping() -> None:
 async def test_waiter_elsewhere_learns_that_it_gave_up() -> None:
     stub = Stub(responses={"/": refusal(403)})
     results: list[BaseException] = []
+    started: list[gws.ReconnectingClient] = []
+
+    async def wait() -> None:
+        await settle(lambda: bool(started))
+        try:
+            await started[0].wait_connected()
+        except gws.ConnectionClosedError as exc:
+            results.append(exc)
+
     async with running(stub) as port:
-        async with trio.open_nursery() as waiters:
-            client_box: list[gws.ReconnectingClient] = []
-
-            async def wait() -> None:
-                await settle(lambda: bool(client_box))
-                try:
-                    await client_box[0].wait_connected()
-                except gws.ConnectionClosedError as exc:
-                    results.append(exc)
-
-            waiters.start_soon(wait)
-            with pytest.raises(BaseExceptionGroup):
-                async with trio.open_nursery() as nursery:
-                    client_box.append(await nursery.start(
-                        partial(gws.connect_forever, f"ws://127.0.0.1:{port}/", Recorder(),
-                                backoff=QUICK)))
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as waiters:
+                waiters.start_soon(wait)
+                with pytest.raises(BaseExceptionGroup):
+                    async with trio.open_nursery() as nursery:
+                        started.append(await nursery.start(partial(
+                            gws.connect_forever, f"ws://127.0.0.1:{port}/", Recorder(),
+                            backoff=QUICK)))
     [error] = results
     assert isinstance(error.__cause__, gws.HandshakeError)
     assert error.__cause__.status == 403
