@@ -115,3 +115,20 @@ async def test_blank_in_host_refused(url: str) -> None:
 async def test_proxy_of_the_wrong_type_refused() -> None:
     with pytest.raises(TypeError, match="proxy must be"):
         await gws.connect("ws://127.0.0.1:9/", Recorder(), proxy=3)  # type: ignore[arg-type]
+
+
+async def test_messages_never_show_the_password() -> None:
+    async def stall(stream: trio.abc.Stream) -> None:
+        await trio.sleep_forever()
+
+    stub = Stub(responses={"/": stall})
+    async with running(stub) as port:
+        with pytest.raises(gws.WebSocketTimeoutError) as info:
+            with trio.fail_after(TIMEOUT):
+                await gws.connect(f"ws://user:hunter2@127.0.0.1:{port}/", Recorder(),
+                                  config=gws.Config(handshake_timeout=0.5))
+    assert "hunter2" not in str(info.value)
+    assert f"ws://user:***@127.0.0.1:{port}/" in str(info.value)
+    with pytest.raises(ValueError) as bad:
+        await gws.connect("http://user:hunter2@example.test/", Recorder())
+    assert "hunter2" not in str(bad.value)

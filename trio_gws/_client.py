@@ -29,7 +29,7 @@ from ._handshake import (
     parse_status_line,
 )
 from ._http import Headers, find_head_end, header_items, parse_head
-from ._proxy import ProxyURL, environment_proxy, parse_proxy_url
+from ._proxy import ProxyURL, environment_proxy, hide_password, parse_proxy_url
 from ._redirect import REDIRECT_STATUSES, headers_for, redirect_url, same_origin
 
 #: How much of a rejecting response's body we keep for the HandshakeError.
@@ -61,14 +61,14 @@ def parse_url(url: str) -> WebSocketURL:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"WebSocket URL must start with ws:// or wss://, got {url!r}")
+        raise ValueError(f"WebSocket URL must start with ws:// or wss://, got {hide_password(url)!r}")
     if parts.fragment or url.endswith("#"):
         raise ValueError("WebSocket URLs cannot have a fragment")
     host = parts.hostname
     if not host:
-        raise ValueError(f"WebSocket URL has no host: {url!r}")
+        raise ValueError(f"WebSocket URL has no host: {hide_password(url)!r}")
     if _BAD_HOST_CHAR.search(host):
-        raise ValueError(f"WebSocket URL has an invalid host: {url!r}")
+        raise ValueError(f"WebSocket URL has an invalid host: {hide_password(url)!r}")
     secure = scheme == "wss"
     default_port = 443 if secure else 80
     port = parts.port if parts.port is not None else default_port
@@ -179,7 +179,7 @@ async def connect(
     except trio.TooSlowError:
         stage = f" (stalled {steps[-1]})" if steps else ""
         raise WebSocketTimeoutError(
-            f"handshake with {url} not finished within {config.handshake_timeout}s{stage}"
+            f"handshake with {hide_password(url)} not finished within {config.handshake_timeout}s{stage}"
         ) from None
 
 
@@ -243,17 +243,18 @@ def _check_redirect(next_url: str, response: Response, stream: trio.abc.Stream |
         return HandshakeError(why, status=response.status, headers=response.headers.items())
 
     status = response.status
+    shown = hide_password(next_url)
     if stream is not None:
-        raise refuse(f"server redirected ({status}) to {next_url}, which cannot be followed "
+        raise refuse(f"server redirected ({status}) to {shown}, which cannot be followed "
                      "on a caller-supplied stream")
     try:
         next_where = parse_url(next_url)
     except ValueError as exc:
         raise refuse(f"server redirected ({status}) to an invalid URL: {exc}") from None
     if _identity(next_where) in visited:
-        raise refuse(f"redirect loop: server redirected ({status}) back to {next_url}")
+        raise refuse(f"redirect loop: server redirected ({status}) back to {shown}")
     if followed >= max_redirects:
-        raise refuse(f"server redirected ({status}) to {next_url} after {followed} "
+        raise refuse(f"server redirected ({status}) to {shown} after {followed} "
                      f"redirect(s) (max_redirects={max_redirects})")
     visited.add(_identity(next_where))
     return next_where

@@ -82,15 +82,15 @@ def parse_proxy_url(url: str) -> ProxyURL:
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise ValueError(f"unsupported proxy scheme {scheme!r} in {_hide_password(url)!r}; "
+        raise ValueError(f"unsupported proxy scheme {scheme!r} in {hide_password(url)!r}; "
                          f"use one of {', '.join(s + '://' for s in SCHEMES)}")
     host = parts.hostname
     if not host or not _HOST_CHARS.fullmatch(host):
-        raise ValueError(f"proxy URL has no valid host: {_hide_password(url)!r}")
+        raise ValueError(f"proxy URL has no valid host: {hide_password(url)!r}")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"proxy URL has a bad port: {_hide_password(url)!r}") from None
+        raise ValueError(f"proxy URL has a bad port: {hide_password(url)!r}") from None
     if port is None:
         port = 443 if scheme == "https" else 1080
     username = unquote(parts.username) if parts.username is not None else None
@@ -98,7 +98,8 @@ def parse_proxy_url(url: str) -> ProxyURL:
     return ProxyURL(scheme, host, port, username, password)
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
     return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 

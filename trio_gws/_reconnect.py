@@ -37,6 +37,7 @@ from ._conn import Conn
 from ._errors import ConnectionClosedError, HandshakeError, WebSocketTimeoutError
 from ._handler import EventHandler
 from ._http import header_items
+from ._proxy import hide_password
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class ReconnectingClient:
             if self._stopped is not None:
                 cause = self._stopped if isinstance(self._stopped, Exception) else None
                 raise ConnectionClosedError(
-                    f"connect_forever({self.url!r}) has stopped") from cause
+                    f"connect_forever({hide_password(self.url)!r}) has stopped") from cause
             await self._changed.wait()
 
     def _set(self, conn: Conn | None) -> None:
@@ -160,7 +161,8 @@ class ReconnectingClient:
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "connected" if self.conn else "connecting"
-        return f"<ReconnectingClient {self.url} {state}, {self.connections} connections>"
+        return (f"<ReconnectingClient {hide_password(self.url)} {state}, "
+                f"{self.connections} connections>")
 
 
 async def connect_forever(
@@ -200,6 +202,7 @@ async def connect_forever(
     header_items(headers)
     config = config if config is not None else Config()
     client = ReconnectingClient(url)
+    shown = hide_password(url)
     task_status.started(client)
     attempt = 0
     try:
@@ -212,12 +215,12 @@ async def connect_forever(
                                      max_redirects=max_redirects)
             except Exception as exc:
                 if permanent(exc):
-                    config.logger.error("connect_forever(%s): giving up: %r", url, exc)
+                    config.logger.error("connect_forever(%s): giving up: %r", shown, exc)
                     raise
                 client.last_error = exc
                 wait = _wait_after(exc, attempt, backoff)
                 config.logger.warning("connect_forever(%s): %r; retrying in %.3gs",
-                                      url, exc, wait)
+                                      shown, exc, wait)
                 attempt += 1
                 await trio.sleep(wait)
                 continue
@@ -231,7 +234,7 @@ async def connect_forever(
                 attempt = 0
             wait = backoff.delay(attempt)
             config.logger.info("connect_forever(%s): connection ended; reconnecting in %.3gs",
-                               url, wait)
+                               shown, wait)
             attempt += 1
             await trio.sleep(wait)
     except BaseException as exc:
