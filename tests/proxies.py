@@ -14,12 +14,12 @@ connection went through it (and with which target name).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
 import trustme
 
 import realproc
@@ -33,14 +33,12 @@ class Proxy:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 10.0) -> str:
-        """The log once ``text`` appears in it (logs are written asynchronously)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            shown = self.log_text()
-            if text in shown or time.monotonic() > deadline:
-                return shown
-            time.sleep(0.05)
+    async def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once ``text`` appears in it (the proxy writes it in its own time)."""
+        with trio.move_on_after(timeout):
+            while text not in self.log_text():
+                await trio.sleep(0.05)
+        return self.log_text()
 
 
 @contextmanager

@@ -32,7 +32,7 @@ def named_server_context(ca: trustme.CA, names: list[str | None]) -> ssl.SSLCont
     """A server context whose certificate names only ws.test; it records each SNI name."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("ws.test").configure_cert(ctx)
-    ctx.sni_callback = lambda sock, name, context: names.append(name)  # type: ignore[assignment,misc]
+    ctx.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc]
     return ctx
 
 

@@ -28,7 +28,7 @@ from httpstub import Stub, redirect, running
 TIMEOUT = 20
 USER, PASSWORD = "alice", "se-cret"  # tinyproxy accepts [A-Za-z0-9._-] only
 SOCKS_PASSWORD = "p@ss:w0rd/%"       # percent-encoded in the URL
-SOCKS_PASSWORD_IN_URL = "p%40ss%3Aw0rd%2F%25"
+SOCKS_USER_INFO = f"{USER}:p%40ss%3Aw0rd%2F%25"
 PROXY_VARIABLES = ("ws_proxy", "WS_PROXY", "wss_proxy", "WSS_PROXY", "http_proxy",
                    "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
                    "no_proxy", "NO_PROXY")
@@ -128,7 +128,7 @@ async def test_ws_through_tinyproxy(tinyproxy: proxies.Proxy) -> None:
     async with echo_server() as (port, server):
         await echo_through(f"ws://127.0.0.1:{port}/x",
                            proxy=f"http://127.0.0.1:{tinyproxy.port}")
-    assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in tinyproxy.wait_log(f"127.0.0.1:{port}")
+    assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in await tinyproxy.wait_log(f"127.0.0.1:{port}")
     assert len(server.conns()) == 1
 
 
@@ -137,7 +137,7 @@ async def test_wss_through_tinyproxy(tinyproxy: proxies.Proxy, server_context: s
     async with echo_server(ssl_context=server_context) as (port, _):
         await echo_through(f"wss://localhost:{port}/", ssl_context=client_context,
                            proxy=f"http://127.0.0.1:{tinyproxy.port}")
-    assert f"CONNECT localhost:{port} HTTP/1.1" in tinyproxy.wait_log(f"localhost:{port}")
+    assert f"CONNECT localhost:{port} HTTP/1.1" in await tinyproxy.wait_log(f"localhost:{port}")
 
 
 async def test_basic_credentials_are_percent_decoded(tinyproxy_auth: proxies.Proxy) -> None:
@@ -191,7 +191,7 @@ async def test_every_redirect_hop_goes_through_the_proxy(tinyproxy: proxies.Prox
         first.responses["/"] = redirect(302, f"ws://localhost:{target_port}/there")
         await echo_through(f"ws://127.0.0.1:{first_port}/",
                            proxy=f"http://127.0.0.1:{tinyproxy.port}")
-    log = tinyproxy.wait_log(f"localhost:{target_port}")
+    log = await tinyproxy.wait_log(f"localhost:{target_port}")
     assert f"CONNECT 127.0.0.1:{first_port} HTTP/1.1" in log
     assert f"CONNECT localhost:{target_port} HTTP/1.1" in log
     assert target.paths() == ["/there"]
@@ -209,7 +209,7 @@ async def test_example_client_through_a_proxy(tinyproxy: proxies.Proxy) -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert "echo: hello\necho: from\necho: trio-gws\necho: <1024 bytes>\n" in out
     assert "closed: 1000" in out
-    assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in tinyproxy.wait_log(f"127.0.0.1:{port}")
+    assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in await tinyproxy.wait_log(f"127.0.0.1:{port}")
 
 
 # -- an https:// proxy (stunnel in front of tinyproxy), TLS to the server inside -----
@@ -223,7 +223,7 @@ async def test_wss_through_https_proxy(https_proxy: proxies.Proxy,
             f"wss://localhost:{port}/", ssl_context=client_context,
             proxy=f"https://{USER}:{PASSWORD}@localhost:{https_proxy.port}",
             proxy_ssl_context=client_context)
-    assert "accepted connection" in https_proxy.wait_log("accepted connection")
+    assert "accepted connection" in await https_proxy.wait_log("accepted connection")
     # TLS to the server inside TLS to the proxy
     assert isinstance(conn._stream, trio.SSLStream)
     assert isinstance(conn._stream.transport_stream, trio.SSLStream)
@@ -253,9 +253,9 @@ async def test_untrusted_https_proxy(https_proxy: proxies.Proxy) -> None:
 async def test_socks5_with_password(socks5: proxies.Proxy) -> None:
     async with echo_server() as (port, _):
         await echo_through(f"ws://localhost:{port}/",
-                           proxy=f"socks5://{USER}:{SOCKS_PASSWORD_IN_URL}@127.0.0.1:{socks5.port}")
+                           proxy=f"socks5://{SOCKS_USER_INFO}@127.0.0.1:{socks5.port}")
     # socks5:// resolves the name here: the proxy is asked for the address
-    log = socks5.wait_log(f"127.0.0.1:{port}")
+    log = await socks5.wait_log(f"127.0.0.1:{port}")
     assert f"connected to 127.0.0.1:{port}" in log
     assert f"connected to localhost:{port}" not in log
 
@@ -265,8 +265,8 @@ async def test_socks5h_resolves_on_the_proxy(socks5: proxies.Proxy,
                                              client_context: ssl.SSLContext) -> None:
     async with echo_server(ssl_context=server_context) as (port, _):
         await echo_through(f"wss://localhost:{port}/", ssl_context=client_context,
-                           proxy=f"socks5h://{USER}:{SOCKS_PASSWORD_IN_URL}@127.0.0.1:{socks5.port}")
-    assert f"connected to localhost:{port}" in socks5.wait_log(f"localhost:{port}")
+                           proxy=f"socks5h://{SOCKS_USER_INFO}@127.0.0.1:{socks5.port}")
+    assert f"connected to localhost:{port}" in await socks5.wait_log(f"localhost:{port}")
 
 
 async def test_socks5_wrong_password_refused(socks5: proxies.Proxy) -> None:
@@ -291,7 +291,7 @@ async def test_socks5_without_credentials_refused(socks5: proxies.Proxy) -> None
 async def test_socks4_through_dante(socks4: proxies.Proxy) -> None:
     async with echo_server() as (port, _):
         await echo_through(f"ws://localhost:{port}/", proxy=f"socks4://127.0.0.1:{socks4.port}")
-    log = socks4.wait_log(f"127.0.0.1.{port}")
+    log = await socks4.wait_log(f"127.0.0.1.{port}")
     assert any("tcp/connect" in line and line.endswith(f"127.0.0.1.{port}")
                for line in log.splitlines()), log
 
@@ -331,7 +331,7 @@ async def test_environment_proxy_is_used(tinyproxy_443: proxies.Proxy, scheme: s
         with trio.fail_after(TIMEOUT):
             await gws.connect(f"{scheme}://{host}:9/", Recorder())
     assert info.value.status == 403
-    assert f"CONNECT {host}:9 HTTP/1.1" in tinyproxy_443.wait_log(host)
+    assert f"CONNECT {host}:9 HTTP/1.1" in await tinyproxy_443.wait_log(host)
 
 
 async def test_environment_socks_proxy(socks5: proxies.Proxy,

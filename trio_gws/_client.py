@@ -61,7 +61,8 @@ def parse_url(url: str) -> WebSocketURL:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"WebSocket URL must start with ws:// or wss://, got {hide_password(url)!r}")
+        raise ValueError("WebSocket URL must start with ws:// or wss://, "
+                         f"got {hide_password(url)!r}")
     if parts.fragment or url.endswith("#"):
         raise ValueError("WebSocket URLs cannot have a fragment")
     host = parts.hostname
@@ -179,7 +180,8 @@ async def connect(
     except trio.TooSlowError:
         stage = f" (stalled {steps[-1]})" if steps else ""
         raise WebSocketTimeoutError(
-            f"handshake with {hide_password(url)} not finished within {config.handshake_timeout}s{stage}"
+            f"handshake with {hide_password(url)} not finished within "
+            f"{config.handshake_timeout}s{stage}"
         ) from None
 
 

@@ -11,13 +11,14 @@ Proxy choice follows curl (``man curl``, ENVIRONMENT), with one deliberate diffe
   every host; a name matches itself and its subdomains (a leading ``.`` or ``*.`` is
   ignored, so ``example.com``, ``.example.com`` and ``*.example.com`` all match
   ``www.example.com`` but not ``notexample.com``); an IP address or CIDR block matches
-  IP hosts; ``host:port`` / ``[v6]:port`` restricts an entry to one port (curl
-  ignores ports; Python's urllib and Go honour them);
+  IP hosts; ``host:port`` / ``[v6]:port`` restricts an entry to one port (an
+  addition: in curl such an entry never matches; Python's urllib and Go have it);
 - the difference: loopback hosts (``localhost``, ``*.localhost``, ``127.0.0.0/8``,
-  ``::1``) never go through a proxy from the environment, as in Go's net/http. A proxy
-  elsewhere would reach its own loopback, not ours; so a proxy set for the outside
-  world does not break connections to local servers. A proxy URL given explicitly
-  (``proxy="http://..."``) is used for every host, loopback included.
+  ``::1``) never go through a proxy from the environment, as in Go's net/http (curl
+  proxies them too unless ``no_proxy`` lists them). A proxy elsewhere would reach its
+  own loopback, not ours; so a proxy set for the outside world does not break
+  connections to local servers. A proxy URL given explicitly (``proxy="http://..."``)
+  is used for every host, loopback included.
 
 A proxy URL without a scheme is ``http://``; without a port it is 443 for ``https://``
 and 1080 otherwise (curl's defaults). ``user:password`` in it is percent-decoded.
