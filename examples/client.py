@@ -1,7 +1,11 @@
 """A client for the echo example: sends a few messages, prints the echoes, closes.
 
 Run ``python examples/echo.py`` first, then ``python examples/client.py``
-(``--url`` to point it elsewhere, e.g. wss:// with ``--cafile``).
+(``--url`` to point it elsewhere, e.g. wss:// with ``--cafile``). It goes through the
+proxy set in the environment (``http_proxy``, ``https_proxy``, ``all_proxy``,
+``no_proxy``; never for localhost), or the one given with ``--proxy``
+(``http://``, ``https://``, ``socks5://``, ``socks5h://``, ``socks4://``, with
+``user:password@``), or none with ``--proxy direct``.
 """
 
 from __future__ import annotations
@@ -36,11 +40,15 @@ class Printer(gws.EventHandler):
         print(f"error: {error!r}", flush=True)
 
 
-async def main(url: str, cafile: str | None) -> None:
+async def main(url: str, cafile: str | None, proxy: str | None = None,
+               server_hostname: str | None = None) -> None:
     context = ssl.create_default_context(cafile=cafile) if cafile else None
     messages = ["hello", "from", "trio-gws"]
     handler = Printer(expected=len(messages) + 1)
-    async with gws.open_conn(url, handler, ssl_context=context) as conn:
+    via: bool | str | None = True if proxy is None else None if proxy == "direct" else proxy
+    async with gws.open_conn(url, handler, ssl_context=context, proxy=via,
+                             proxy_ssl_context=context,
+                             server_hostname=server_hostname) as conn:
         for text in messages:
             await conn.write_string(text)
         await conn.write_message(gws.Opcode.BINARY, bytes(range(256)) * 4)
@@ -52,6 +60,10 @@ async def main(url: str, cafile: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="ws://127.0.0.1:3000/connect")
-    parser.add_argument("--cafile", help="CA certificate to trust (for wss://)")
+    parser.add_argument("--cafile",
+                        help="CA certificate to trust (for wss:// and an https:// proxy)")
+    parser.add_argument("--proxy", help="proxy URL, or 'direct' (default: the environment's)")
+    parser.add_argument("--server-hostname",
+                        help="name for SNI and the certificate check (default: the URL's host)")
     args = parser.parse_args()
-    trio.run(main, args.url, args.cafile)
+    trio.run(main, args.url, args.cafile, args.proxy, args.server_hostname)

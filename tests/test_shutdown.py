@@ -100,7 +100,8 @@ async def test_shutdown_under_load(kind_counts: tuple[int, int, int],
                                    caplog: pytest.LogCaptureFixture) -> None:
     polite, chatty, listening = kind_counts
     rec = Recorder(echo=True)  # "listening" connections are fed by the test
-    config = Config(close_timeout=CLOSE_TIMEOUT)
+    # 200 x 64 KiB queued to the stalled client: past the default byte bound on purpose.
+    config = Config(close_timeout=CLOSE_TIMEOUT, write_buffer_limit=16 << 20)
     seen: dict[str, Any] = {"stalled-release": trio.Event()}
     tasks_before = count_tasks()
     fds_before = count_fds()

@@ -16,6 +16,7 @@ from ._errors import (
     InvalidTextError,
     MessageTooLargeError,
     ProtocolError,
+    ProxyError,
     WebSocketError,
     WebSocketTimeoutError,
     WriteQueueFullError,
@@ -25,6 +26,7 @@ from ._handshake import Request
 from ._http import Headers
 from ._lifecycle import State
 from ._listeners import UnixListener, open_tcp_listeners, open_unix_listener
+from ._reconnect import Backoff, ReconnectingClient, connect_forever
 from ._response import Accept, Rejection, Response
 from ._server import ConnectionsView, Server, serve, serve_listeners
 from ._upgrader import Upgrader
@@ -34,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Accept",
+    "Backoff",
     "Broadcaster",
     "CloseCode",
     "Config",
@@ -50,6 +53,8 @@ __all__ = [
     "MessageTooLargeError",
     "Opcode",
     "ProtocolError",
+    "ProxyError",
+    "ReconnectingClient",
     "Rejection",
     "Request",
     "Response",
@@ -61,6 +66,7 @@ __all__ = [
     "WebSocketTimeoutError",
     "WriteQueueFullError",
     "connect",
+    "connect_forever",
     "open_conn",
     "open_tcp_listeners",
     "open_unix_listener",

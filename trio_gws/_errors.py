@@ -123,3 +123,31 @@ class WebSocketTimeoutError(WebSocketError, TimeoutError):
     """
 
     close_code = CloseCode.INTERNAL_ERROR
+
+
+
+class ProxyError(HandshakeError):
+    """The proxy would not open a tunnel to the server (client side).
+
+    ``status`` is the proxy's HTTP answer to CONNECT (407 when it wants credentials or
+    refused them, 403, 502...), 0 when it gave no usable answer (it closed, stalled
+    into a malformed or over-long reply, or could not be reached). SOCKS refusals use
+    the HTTP status that means the same, so one check covers both kinds of proxy:
+    authentication refused is 407, a connection the proxy's rules forbid is 403, any
+    other SOCKS failure 502; ``socks_code`` keeps the SOCKS reply code when there was
+    one. ``proxy`` is the proxy's URL without its credentials.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        proxy: str = "",
+        socks_code: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status, headers=headers, body=body)
+        self.proxy = proxy
+        self.socks_code = socks_code
