@@ -29,6 +29,7 @@ from ._listeners import UnixListener, open_tcp_listeners, open_unix_listener
 from ._reconnect import Backoff, ReconnectingClient, connect_forever
 from ._response import Accept, Rejection, Response
 from ._server import ConnectionsView, Server, serve, serve_listeners
+from ._streams import MessageStream, MessageWriter, StreamAbortedError
 from ._upgrader import Upgrader
 from ._types import CloseCode, Message, Opcode
 
@@ -50,7 +51,9 @@ __all__ = [
     "Headers",
     "InvalidTextError",
     "Message",
+    "MessageStream",
     "MessageTooLargeError",
+    "MessageWriter",
     "Opcode",
     "ProtocolError",
     "ProxyError",
@@ -60,6 +63,7 @@ __all__ = [
     "Response",
     "Server",
     "State",
+    "StreamAbortedError",
     "UnixListener",
     "Upgrader",
     "WebSocketError",

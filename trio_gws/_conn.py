@@ -56,7 +56,15 @@ from ._errors import (
     WebSocketError,
     WebSocketTimeoutError,
 )
-from ._frames import CloseReceived, Ping, Pong, check_control_payload
+from ._frames import (
+    CloseReceived,
+    Ping,
+    Pong,
+    StreamData,
+    StreamEnd,
+    StreamStart,
+    check_control_payload,
+)
 from ._handler import EventHandler
 from ._inbox import Inbox
 from ._keepalive import keepalive
@@ -64,8 +72,9 @@ from ._lifecycle import Lifecycle, State
 from ._parallel import ParallelHandlers
 from ._reader import FrameReader
 from ._stepping import resume_corked
+from ._streams import MessageStream, MessageWriter, Source, chunks_of
 from ._transport import Transport, stream_addresses, translate_socket_error
-from ._types import Message, Opcode, Payload, as_bytes, data_opcode
+from ._types import CloseCode, Message, Opcode, Payload, as_bytes, data_opcode
 from ._writer import FrameWriter
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -117,7 +126,8 @@ class Conn(trio.abc.AsyncResource):
     __slots__ = (
         "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
         "_lifecycle", "_nursery", "_parallel", "_pings", "_pong_seen", "_read_deadline",
-        "_read_scope", "_reader", "_reader_task", "_receive_scope", "_trace", "_transport",
+        "_read_scope", "_reader", "_reader_task", "_receive_scope", "_stream_in", "_trace",
+        "_transport",
         "_writer", "extension", "latency", "local_address", "remote_address", "request",
         "session", "subprotocol", "__weakref__",
     )
@@ -145,6 +155,8 @@ class Conn(trio.abc.AsyncResource):
         self.remote_address, self.local_address = stream_addresses(stream)
         self.extension = extension
         self._lifecycle = Lifecycle()
+        streaming = type(self._handler).on_stream is not EventHandler.on_stream
+        self._stream_in: MessageStream | None = None  # the message on_stream reads
         self._reader = FrameReader(
             expect_masked=is_server,
             max_content_length=config.max_content_length,
@@ -152,6 +164,7 @@ class Conn(trio.abc.AsyncResource):
             extension_rsv=extension.rsv if extension is not None else 0,
             decoder=(extension.decoder(is_server=is_server, config=config)
                      if extension is not None else None),
+            stream_messages=streaming,
         )
         self._writer = FrameWriter(
             self._transport,
@@ -179,7 +192,7 @@ class Conn(trio.abc.AsyncResource):
         self._pings: dict[bytes, _Ping] | None = None
         #: The last measured round trip (ping() or keepalive), in seconds, or None.
         self.latency: float | None = None
-        self._parallel = (ParallelHandlers(config.parallel_limit, self._run_on_message,
+        self._parallel = (ParallelHandlers(config.parallel_limit, self._run_in_parallel,
                                            self._fail_soon)
                           if config.parallel_enabled else None)
         # Frames and transitions are traced at DEBUG; asked once, so tracing that is off
@@ -632,6 +645,13 @@ class Conn(trio.abc.AsyncResource):
                     if self._pings:
                         self._answered(event.payload)
                     await self._callback(handler.on_pong, self, event.payload)
+                elif kind is StreamData:
+                    assert self._stream_in is not None
+                    await self._stream_in._put(event.data)
+                elif kind is StreamStart:
+                    await self._start_stream(event.opcode)
+                elif kind is StreamEnd:
+                    await self._end_stream(event.data)
                 else:
                     assert isinstance(event, CloseReceived)
                     self._lifecycle.remote_close(event.code, event.reason)
@@ -679,14 +699,95 @@ class Conn(trio.abc.AsyncResource):
             self._config.logger.exception("%s raised in %s", name, self)
             raise HandlerError(f"{name} raised {exc!r}") from exc
 
-    async def _run_on_message(self, message: Message) -> None:
-        """``on_message`` as a parallel handler task runs it."""
-        await self._callback(self._handler.on_message, self, message)
+    async def _run_in_parallel(self, item: Message | MessageStream) -> None:
+        """A parallel handler task: ``on_message``, or ``on_stream`` for a stream."""
+        if type(item) is MessageStream:
+            try:
+                await self._callback(self._handler.on_stream, self, item)
+            finally:
+                item._abandon()
+                item.done.set()
+        else:
+            await self._callback(self._handler.on_message, self, item)
+
+    # -- streamed messages -----------------------------------------------------------
+
+    async def _start_stream(self, opcode: Opcode) -> None:
+        """A message begins for ``on_stream``: its handler starts now, in a task of its
+        own (the reader keeps reading the message's frames and hands them over)."""
+        stream = self._stream_in = MessageStream(opcode)
+        assert self._nursery is not None
+        if self._parallel is not None:
+            await self._parallel.start(stream, self._nursery)
+        else:
+            self._nursery.start_soon(self._run_stream, stream)
+
+    async def _run_stream(self, stream: MessageStream) -> None:
+        try:
+            await self._callback(self._handler.on_stream, self, stream)
+        except HandlerError as exc:
+            self._fail_soon(exc)
+        except ConnectionClosed:
+            pass  # the connection is ending; listen() reports why
+        finally:
+            stream._abandon()
+            stream.done.set()
+
+    async def _end_stream(self, last: bytes) -> None:
+        """The message is complete. A sequential handler must finish with it before
+        the next message is read (in parallel the limiter is the bound)."""
+        stream = self._stream_in
+        assert stream is not None
+        if last:
+            await stream._put(last)
+        stream._finish()
+        self._stream_in = None
+        if self._parallel is None:
+            await stream.done.wait()
+
+    def message_writer(self, opcode: Opcode | int) -> MessageWriter:
+        """Send one message in fragments, as its bytes become available.
+
+        ``async with conn.message_writer(Opcode.BINARY) as writer: await
+        writer.write(chunk)``: a first frame and continuation frames, each sent as it
+        is written (compressed with a sync flush per fragment when permessage-deflate
+        is on, so the peer inflates as it goes). Other data messages wait until it is
+        done (call order is kept); pings, pongs and a close frame may go between its
+        fragments. Leaving the block with an exception, or cancelled, once something
+        was sent fails the connection with 1011: a message cannot be resumed.
+
+        Raises:
+            ValueError: ``opcode`` is not TEXT or BINARY.
+            ConnectionClosed: (on entering or writing) the connection is closing.
+        """
+        return MessageWriter(self, opcode)
+
+    async def write_file(self, opcode: Opcode | int, source: Source, *,
+                         chunk_size: int = 65536) -> int:
+        """Send one message from a file or an iterable, in fragments, without holding
+        it in memory; returns the payload bytes sent.
+
+        Args:
+            opcode: ``Opcode.BINARY`` (or TEXT: the bytes must be UTF-8).
+            source: a path, a binary file object (read in a worker thread; not closed),
+                a trio async file, or an iterable / async iterable of bytes.
+            chunk_size: bytes per read, and so per fragment, for files.
+
+        Raises:
+            ConnectionClosed, ValueError: as ``message_writer``.
+            TypeError: ``source`` is not something to stream from.
+            OSError: the file cannot be read (the connection fails: 1011).
+        """
+        async with self.message_writer(opcode) as writer:
+            async for chunk in chunks_of(source, chunk_size):
+                await writer.write(chunk)
+            return writer.sent
 
     # -- ending ----------------------------------------------------------------------
 
     async def _closing_phase(self, outcome: Outcome) -> None:
         """Answer or send the close frame, then let the peer close first (bounded)."""
+        self._fail_stream()
         self._arm_close_deadline()
         lifecycle = self._lifecycle
         writer = self._writer
@@ -715,10 +816,30 @@ class Conn(trio.abc.AsyncResource):
                 pass  # the peer is gone: nothing more to say
 
     async def _let_handlers_finish(self) -> None:
-        """Parallel handlers answer before our close frame; they get half of
-        close_timeout, so the close frame still fits in it."""
+        """Parallel handlers (and an on_stream still reading) answer before our close
+        frame; they get half of close_timeout, so the close frame still fits in it."""
         if self._parallel is not None:
             await self._parallel.finish(self._config.close_timeout / 2)
+        elif self._stream_in is not None:
+            with trio.move_on_after(self._config.close_timeout / 2):
+                await self._stream_in.done.wait()
+
+    def _fail_stream(self) -> None:
+        """The connection ends in the middle of a streamed message: its reader's
+        iteration raises (how it ended is the cause)."""
+        stream = self._stream_in
+        if stream is None:
+            return
+        failure = self._lifecycle.failure
+        if failure is not None:
+            code = failure.close_code
+            error: ConnectionClosed = ConnectionClosedError(
+                f"the connection failed in the middle of a message: {failure}",
+                code if code is not None else CloseCode.ABNORMAL)
+            error.__cause__ = failure
+        else:
+            error = self._lifecycle.closed_error()
+        stream._fail(error)
 
     async def _wait_for_eof(self) -> None:
         """Half-close (server) and discard input until the peer closes (see

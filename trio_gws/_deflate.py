@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import sys
 import zlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -402,7 +402,7 @@ class Compressor:
     """
 
     __slots__ = ("window_bits", "no_context_takeover", "threshold", "_deflater",
-                 "_flush_mode")
+                 "_flush_mode", "_level")
 
     def __init__(self, params: DeflateParams, *, is_server: bool, level: int,
                  threshold: int = 0) -> None:
@@ -413,6 +413,7 @@ class Compressor:
         self.window_bits = bits
         self.no_context_takeover = no_takeover
         self.threshold = threshold  # smaller messages are sent as they are
+        self._level = level
         self._deflater = _new_deflater(bits, level)
         self._flush_mode = zlib.Z_FULL_FLUSH if no_takeover else zlib.Z_SYNC_FLUSH
 
@@ -421,6 +422,28 @@ class Compressor:
         if len(data) < self.threshold:
             return data, 0
         return self.compress(data), RSV1
+
+    def encode_fragment(self, data: Buffer, *, first: bool, last: bool
+                        ) -> tuple[Buffer, int]:
+        """A fragment of a streamed message, always compressed (its size is unknown
+        when its first frame goes). Every fragment but the last ends with a sync
+        flush, whose empty stored block stays in place, so the peer can inflate each
+        fragment as it arrives; the last ends the message as ``compress`` does
+        (RFC 7692 7.2.1: the message's data is the fragments' payloads joined)."""
+        rsv = RSV1 if first else 0
+        if first and last:
+            return self.compress(data), rsv
+        deflater = self._deflater
+        out = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        if not last:
+            return out, rsv
+        if self.no_context_takeover:
+            # A flush with no new input may do nothing at all, reset included: start
+            # the next message from a new compressor instead.
+            self._deflater = _new_deflater(self.window_bits, self._level)
+        # No new input since the last fragment's flush: zlib emits nothing, and the
+        # last fragment is empty (that flush's empty block already ends the data).
+        return (out[:-4] if out[-4:] == _TAIL else out), rsv
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
         """One whole message -> the payload to send with RSV1 (flush tail stripped)."""
@@ -497,6 +520,10 @@ class Decompressor:
     def finish(self) -> bytes:
         """End of message: flush it out and get ready for the next one."""
         out = b"" if self._ended else self.feed(_TAIL)
+        self._next_message()
+        return out
+
+    def _next_message(self) -> None:
         if self._ended or self.no_context_takeover:
             # A peer that ended its deflate stream restarts with an empty window, as a
             # zlib sender using Z_FINISH must; and without takeover history is dropped.
@@ -504,7 +531,43 @@ class Decompressor:
             self._ended = False
             self._after_end = 0
         self._size = 0
-        return out
+
+    def feed_pieces(self, data: bytes | bytearray | memoryview, limit: int
+                    ) -> Iterator[bytes]:
+        """``feed``, in pieces of at most ``limit`` bytes (streaming): memory stays
+        bounded however far the input inflates."""
+        if self._ended:
+            self._check_after_end(data)
+            return
+        inflater = self._inflater
+        while True:
+            try:
+                out = inflater.decompress(data, min(limit, self.max_size - self._size + 1))
+            except zlib.error as exc:
+                raise ProtocolError(
+                    f"invalid compressed data: {exc}", INVALID_DATA_CLOSE_CODE
+                ) from None
+            self._size += len(out)
+            if self._size > self.max_size:
+                raise MessageTooLargeError(
+                    f"decompressed message exceeds the limit of {self.max_size} bytes"
+                )
+            if out:
+                yield out
+            if inflater.eof:
+                self._ended = True
+                self._check_after_end(inflater.unused_data)
+                return
+            data = inflater.unconsumed_tail
+            # A full piece may leave output inside zlib even with no input left.
+            if not data and len(out) < limit:
+                return
+
+    def finish_pieces(self, limit: int) -> Iterator[bytes]:
+        """``finish``, in pieces of at most ``limit`` bytes (streaming)."""
+        if not self._ended:
+            yield from self.feed_pieces(_TAIL, limit)
+        self._next_message()
 
     def _check_after_end(self, data: bytes | bytearray | memoryview) -> None:
         # RFC 7692 7.2.3.3: after a BFINAL block the sender may add one 0x00 octet so

@@ -24,7 +24,7 @@ negotiation function below.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ._mask import Buffer
@@ -45,6 +45,13 @@ class MessageEncoder(Protocol):
         """(payload to send, reserved bits to set on the message's first frame)."""
         ...
 
+    def encode_fragment(self, data: Buffer, *, first: bool, last: bool
+                        ) -> tuple[Buffer, int]:
+        """One fragment of a message sent in pieces: (its payload, the reserved bits
+        for its frame). The receiver must be able to decode each fragment as it
+        arrives; the bits go on the first fragment only."""
+        ...
+
 
 class MessageDecoder(Protocol):
     """Undoes the transformation of incoming marked messages, frame by frame.
@@ -59,6 +66,14 @@ class MessageDecoder(Protocol):
 
     def finish(self) -> bytes:
         """The message ended: the rest of its decoded bytes."""
+        ...
+
+    def feed_pieces(self, data: Buffer, limit: int) -> Iterator[bytes]:
+        """``feed`` for a streamed message: its output in pieces of at most ``limit``."""
+        ...
+
+    def finish_pieces(self, limit: int) -> Iterator[bytes]:
+        """``finish`` for a streamed message, in pieces of at most ``limit``."""
         ...
 
 

@@ -93,3 +93,39 @@ class CloseReceived:
     def __init__(self, code: int, reason: bytes) -> None:
         self.code = code
         self.reason = reason
+
+
+class StreamStart:
+    """A data message begins (streaming mode: ``EventHandler.on_stream``)."""
+
+    __slots__ = ("opcode",)
+
+    def __init__(self, opcode: Opcode) -> None:
+        self.opcode = opcode
+
+    def __repr__(self) -> str:
+        return f"StreamStart({self.opcode.name})"
+
+
+class StreamData:
+    """More of the message being streamed: decoded, checked, never empty."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"StreamData({len(self.data)} bytes)"
+
+
+class StreamEnd:
+    """The message being streamed is complete; ``data`` is its last piece (may be empty)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"StreamEnd({len(self.data)} bytes)"

@@ -8,6 +8,7 @@ from ._types import Message
 
 if TYPE_CHECKING:
     from ._conn import Conn
+    from ._streams import MessageStream
 
 
 class EventHandler:
@@ -26,6 +27,17 @@ class EventHandler:
 
     async def on_message(self, conn: Conn, message: Message) -> None:
         """A complete (reassembled, decompressed, validated) data message arrived."""
+
+    async def on_stream(self, conn: Conn, stream: MessageStream) -> None:
+        """A data message begins; read it as it arrives (``async for chunk in stream``).
+
+        Override it to receive large messages without holding them whole: a handler
+        that overrides it gets every data message here, and ``on_message`` is not
+        called. It runs in a task of its own while the reader hands it the message's
+        pieces; the next message is read once it returns (with parallel handling,
+        once the limit allows). Returning early drops the rest of the message.
+        """
+        await self.on_message(conn, Message(stream.opcode, await stream.read_all()))
 
     async def on_ping(self, conn: Conn, payload: bytes) -> None:
         """A ping arrived; the default answers with a pong echoing its payload."""

@@ -9,11 +9,15 @@ none outlives it; a handler that raises fails the connection (1011).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._errors import ConnectionClosed, HandlerError, WebSocketError
 from ._types import Message
+
+if TYPE_CHECKING:
+    from ._streams import MessageStream
 
 
 class ParallelHandlers:
@@ -21,7 +25,7 @@ class ParallelHandlers:
 
     __slots__ = ("_limiter", "_in_flight", "_idle", "_run", "_fail")
 
-    def __init__(self, limit: int, run: Callable[[Message], Awaitable[None]],
+    def __init__(self, limit: int, run: Callable[[Any], Awaitable[None]],
                  fail: Callable[[WebSocketError], None]) -> None:
         self._limiter = trio.CapacityLimiter(limit)
         self._in_flight = 0
@@ -30,8 +34,9 @@ class ParallelHandlers:
         self._run = run  # awaits on_message the way the connection calls handlers
         self._fail = fail  # fails the connection
 
-    async def start(self, message: Message, nursery: trio.Nursery) -> None:
-        """Run ``on_message`` in its own task once the limiter has room."""
+    async def start(self, message: Message | MessageStream, nursery: trio.Nursery) -> None:
+        """Run ``on_message`` (``on_stream`` for a stream) in its own task once the
+        limiter has room."""
         token = object()
         await self._limiter.acquire_on_behalf_of(token)
         if not self._in_flight:
@@ -39,7 +44,7 @@ class ParallelHandlers:
         self._in_flight += 1
         nursery.start_soon(self._task, message, token)
 
-    async def _task(self, message: Message, token: object) -> None:
+    async def _task(self, message: Message | MessageStream, token: object) -> None:
         try:
             await self._run(message)
         except HandlerError as exc:

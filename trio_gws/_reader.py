@@ -14,6 +14,12 @@ at the first violation, as early as the bytes allow:
 
 The common case, a whole unfragmented frame already in the read buffer, takes a
 short path that creates no state besides the message itself.
+
+Streaming mode (``stream_messages=True``, for handlers with ``on_stream``) yields a
+message as ``StreamStart``, ``StreamData``... ``StreamEnd`` as its bytes arrive
+instead of one ``Message``: the same checks run piece by piece, and a compressed
+message is inflated in pieces of at most ``STREAM_PIECE`` bytes, so memory stays
+bounded however large the message is.
 """
 
 from __future__ import annotations
@@ -23,7 +29,16 @@ from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Union
 
 from ._errors import MessageTooLargeError, ProtocolError
-from ._frames import MAX_CONTROL_PAYLOAD, RSV_BITS, CloseReceived, Ping, Pong
+from ._frames import (
+    MAX_CONTROL_PAYLOAD,
+    RSV_BITS,
+    CloseReceived,
+    Ping,
+    Pong,
+    StreamData,
+    StreamEnd,
+    StreamStart,
+)
 from ._lifecycle import parse_close_payload
 from ._mask import apply_mask
 from ._types import Message, Opcode
@@ -32,7 +47,10 @@ from ._utf8 import Utf8Validator, decode_text
 if TYPE_CHECKING:
     from ._extension import MessageDecoder
 
-Event = Union[Message, Ping, Pong, CloseReceived]
+Event = Union[Message, Ping, Pong, CloseReceived, StreamStart, StreamData, StreamEnd]
+
+#: The most a streamed piece inflates to at once (memory per streaming connection).
+STREAM_PIECE = 256 * 1024
 
 _unpack_short = struct.Struct("!H").unpack_from
 _unpack_long = struct.Struct("!Q").unpack_from
@@ -69,7 +87,8 @@ class FrameReader:
     __slots__ = (
         "_buf", "_check_text", "_decoder", "_done", "_expect_masked", "_extension_rsv",
         "_frame_fin", "_frame_left", "_frame_offset", "_in_frame", "_mask_key", "_max",
-        "_msg_encoded", "_msg_opcode", "_msg_parts", "_msg_size", "_validator",
+        "_msg_encoded", "_msg_opcode", "_msg_parts", "_msg_size", "_streaming",
+        "_validator",
     )
 
     def __init__(
@@ -80,6 +99,7 @@ class FrameReader:
         check_text: bool = True,
         extension_rsv: int = 0,
         decoder: MessageDecoder | None = None,
+        stream_messages: bool = False,
     ) -> None:
         if bool(extension_rsv) != (decoder is not None) or extension_rsv & ~RSV_BITS:
             raise ValueError("an extension's reserved bits and its decoder go together")
@@ -88,6 +108,7 @@ class FrameReader:
         self._check_text = check_text
         self._extension_rsv = extension_rsv
         self._decoder = decoder
+        self._streaming = stream_messages
         self._buf = bytearray()
         self._done = False
         # the data frame whose payload is being consumed
@@ -145,6 +166,7 @@ class FrameReader:
         """
         pos = 0
         end = len(view)
+        streaming = self._streaming
         while True:
             if not self._in_frame:
                 avail = end - pos
@@ -232,13 +254,22 @@ class FrameReader:
                     pos = start + length
                     if opcode == 0x1:
                         text = decode_text(payload) if self._check_text else None
-                        yield Message(_TEXT, payload, text)
+                        if streaming:
+                            yield StreamStart(_TEXT)
+                            yield StreamEnd(payload)
+                        else:
+                            yield Message(_TEXT, payload, text)
+                    elif streaming:
+                        yield StreamStart(_BINARY)
+                        yield StreamEnd(payload)
                     else:
                         yield Message(_BINARY, payload)
                     continue
 
                 if opcode:
                     self._start_message(Opcode(opcode), encoded)
+                    if streaming:
+                        yield StreamStart(Opcode(opcode))
                 self._in_frame = True
                 self._frame_fin = fin
                 self._frame_left = length
@@ -252,12 +283,19 @@ class FrameReader:
                 pos += take
                 self._frame_offset += take
                 self._frame_left -= take
-                self._add_payload(chunk)
+                if streaming:
+                    for piece in self._pieces(chunk):
+                        yield StreamData(piece)
+                else:
+                    self._add_payload(chunk)
             if self._frame_left:
                 return pos
             self._in_frame = False
             if self._frame_fin:
-                yield self._finish_message()
+                if streaming:
+                    yield from self._finish_stream()
+                else:
+                    yield self._finish_message()
 
     def _control_event(self, opcode: int, payload: bytes) -> Ping | Pong | CloseReceived:
         if opcode == 0x9:
@@ -286,6 +324,40 @@ class FrameReader:
         if self._validator is not None:
             self._validator.feed(chunk)
         self._msg_parts.append(chunk)
+
+    def _pieces(self, chunk: bytes) -> Iterator[bytes]:
+        """Streaming: the checked pieces a frame's chunk decodes to (none may be empty)."""
+        if self._msg_encoded:
+            assert self._decoder is not None
+            for piece in self._decoder.feed_pieces(chunk, STREAM_PIECE):
+                yield self._checked(piece)
+        elif chunk:
+            yield self._checked(chunk)
+
+    def _checked(self, piece: bytes) -> bytes:
+        if self._msg_size + len(piece) > self._max:
+            raise MessageTooLargeError(f"message inflates past {self._max} bytes")
+        self._msg_size += len(piece)
+        if self._validator is not None:
+            self._validator.feed(piece)
+        return piece
+
+    def _finish_stream(self) -> Iterator[StreamData | StreamEnd]:
+        """Streaming: the decoder's tail, the final UTF-8 check, then the end."""
+        last = b""
+        if self._msg_encoded:
+            assert self._decoder is not None
+            for piece in self._decoder.finish_pieces(STREAM_PIECE):
+                if last:
+                    yield StreamData(last)
+                last = self._checked(piece)
+        if self._validator is not None:
+            self._validator.feed(b"", final=True)
+            self._validator = None
+        self._msg_opcode = None
+        self._msg_encoded = False
+        self._msg_size = 0
+        yield StreamEnd(last)
 
     def _finish_message(self) -> Message:
         if self._msg_encoded:

@@ -20,6 +20,12 @@ The writer owns no lifecycle flag: it asks the connection's ``Lifecycle`` whethe
 frame may be written (at the call) and sent (when its turn comes), and reports a
 broken transport or an overflowing queue to the connection, which decides.
 
+Streamed messages. ``begin_stream`` takes a data message's turn like any data write
+(call order); until ``end_stream``, its fragments (``write_fragment``) are the only
+data frames that go: other data writes wait in the queue, whose drain pauses, while
+control frames (ping, pong, close) take the lock directly and may go between the
+fragments, as RFC 6455 allows. A close frame ends the stream: later fragments fail.
+
 Corking. Frames that the reader's own task writes while it handles the events of one
 read (an echo, a pong) are gathered in ``_unsent`` and leave in one ``send_all`` when
 the reader is done with that read, instead of one ``send_all`` (one system call and
@@ -65,6 +71,12 @@ _SPLIT_HEAD = 16 * 1024
 _CORK_LIMIT = 256 * 1024
 
 
+def _BEGIN_STREAM() -> bytes:
+    """The queued item of a ``begin_stream`` that had to wait for its turn: when the
+    drain reaches it, the stream starts and the drain pauses until ``end_stream``
+    (never called: it is a marker)."""
+    raise AssertionError("the stream marker is not a frame")
+
 #: The queue of a connection that has nothing queued (most of them): shared, never
 #: appended to; ``_enqueue`` swaps in a real deque.
 _NO_QUEUE: deque[_Queued] = deque(maxlen=0)
@@ -90,7 +102,7 @@ class FrameWriter:
     __slots__ = (
         "_draining", "_encoder", "_flush_scheduled", "_lifecycle", "_lock", "_mask",
         "_nursery", "_on_broken", "_on_overflow", "_queue", "_queue_size", "_queued_async",
-        "_queued_bytes", "_byte_limit", "_transport",
+        "_queued_bytes", "_byte_limit", "_stream_active", "_transport",
         "_unsent", "_unsent_count", "_unsent_size", "cork_task", "dropped",
     )
 
@@ -118,6 +130,7 @@ class FrameWriter:
         self._queue = _NO_QUEUE
         self._queued_async = 0
         self._queued_bytes = 0  # payload bytes of the queued write_nowait messages
+        self._stream_active = False  # a streamed message holds the data turn
         self._byte_limit = byte_limit
         self._draining = False
         self._nursery: trio.Nursery | None = None
@@ -190,7 +203,8 @@ class FrameWriter:
 
     async def write_control(self, opcode: Opcode, payload: Buffer) -> None:
         self._lifecycle.check_writable()
-        await self._write(lambda: encode_frame(opcode, payload, mask=self._mask))
+        await self._write(lambda: encode_frame(opcode, payload, mask=self._mask),
+                          control=True)
 
     async def write_close(self, payload: bytes) -> None:
         """Send our close frame behind everything written before it.
@@ -205,7 +219,49 @@ class FrameWriter:
                 return b""  # one went out already: this one was its duplicate
             return encode_frame(Opcode.CLOSE, payload, mask=self._mask)
 
-        await self._write(encode, is_close=True)
+        await self._write(encode, is_close=True, control=True)
+
+    # -- streamed messages -----------------------------------------------------------
+
+    def encode_fragment(self, opcode: Opcode, data: Buffer, *, first: bool, last: bool
+                        ) -> bytes | list[Buffer]:
+        """One frame of a message sent in fragments (the extension encodes each)."""
+        rsv = 0
+        if self._encoder is not None:
+            data, rsv = self._encoder.encode_fragment(data, first=first, last=last)
+        kind = opcode if first else Opcode.CONTINUATION
+        if self._mask or len(data) < _JOIN_BELOW:
+            return encode_frame(kind, data, fin=last, rsv=rsv, mask=self._mask)
+        view = memoryview(data)
+        header = frame_header(kind, len(data), fin=last, rsv=rsv)
+        return [header + view[:_SPLIT_HEAD], view[_SPLIT_HEAD:]]
+
+    async def begin_stream(self) -> None:
+        """Wait for the data turn of a streamed message (after every data write made
+        before), then hold it until ``end_stream``."""
+        self._lifecycle.check_writable()
+        if self._draining or self._queue or self._stream_active:
+            await self._wait_in_queue(_BEGIN_STREAM)  # the drain starts it
+        else:
+            self._stream_active = True
+
+    async def write_fragment(self, encoder: Callable[[], bytes | list[Buffer]]) -> None:
+        """Send a fragment of the stream that holds the data turn."""
+        assert self._stream_active
+        self._lifecycle.check_writable()
+        if self._lock.locked():
+            async with self._lock:
+                self._lifecycle.check_sendable()
+                await self._send(encoder())
+        else:
+            self._lifecycle.check_sendable()
+            await self._send_now(encoder())
+
+    def end_stream(self) -> None:
+        """The streamed message is over (sent, or abandoned): the queue moves again."""
+        self._stream_active = False
+        if self._queue and not self._draining and self._nursery is not None:
+            self._spawn_drain()
 
     @property
     def has_unsent(self) -> bool:
@@ -304,14 +360,23 @@ class FrameWriter:
         self._queued_async += 1
         self._queued_bytes += size
         self._enqueue(_Queued(encoder, None, size))
-        if not self._draining and self._nursery is not None:
+        if not self._draining and not self._stream_active and self._nursery is not None:
             self._spawn_drain()
 
     async def _write(self, encoder: Callable[[], bytes | list[Buffer]],
-                     is_close: bool = False) -> None:
+                     is_close: bool = False, control: bool = False) -> None:
         """Join the queue while it has work (order); else send now, or cork when the
         corking task writes (only while nobody holds the lock or waits in line, which
-        keeps call order)."""
+        keeps call order). While a streamed message holds the data turn, control
+        frames go between its fragments and data frames wait for its end."""
+        if self._stream_active:
+            if control:
+                async with self._lock:
+                    self._check_sendable(is_close)
+                    await self._send(encoder())
+                return
+            await self._wait_in_queue(encoder)
+            return
         if self._draining or self._queue:
             await self._wait_in_queue(encoder)
             return
@@ -354,7 +419,7 @@ class FrameWriter:
         item = _Queued(encoder, trio.Event())
         assert item.waiter is not None
         self._enqueue(item)
-        if not self._draining and self._nursery is not None:
+        if not self._draining and not self._stream_active and self._nursery is not None:
             self._spawn_drain()
         try:
             await item.waiter.wait()
@@ -380,12 +445,17 @@ class FrameWriter:
             async with self._lock:
                 lifecycle = self._lifecycle
                 # Once broken, stop: fail_queue() counts and reports what is left.
-                while self._queue and not lifecycle.broken:
+                while self._queue and not lifecycle.broken and not self._stream_active:
                     item = self._queue.popleft()
                     if item.waiter is None:
                         self._queued_async -= 1
                         self._queued_bytes -= item.size
                     elif item.abandoned:
+                        continue
+                    if item.encoder is _BEGIN_STREAM:
+                        assert item.waiter is not None
+                        self._stream_active = True  # its turn: the drain pauses here
+                        item.waiter.set()
                         continue
                     try:
                         encoder = item.encoder
