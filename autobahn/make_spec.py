@@ -32,6 +32,7 @@ def make_spec(
     url: str | None = None,
     cases: list[str] | None = None,
     exclude: list[str] | None = None,
+    exclude_agent_cases: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     spec = dict(template)
     if outdir is not None:
@@ -44,6 +45,8 @@ def make_spec(
         spec["cases"] = cases
     if exclude is not None:
         spec["exclude-cases"] = exclude
+    if exclude_agent_cases:
+        spec["exclude-agent-cases"] = exclude_agent_cases
     return spec
 
 
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="fuzzingserver: where wstest listens")
     p.add_argument("--cases", type=split_list, help="case patterns, e.g. '1.*,2.*'")
     p.add_argument("--exclude", type=split_list, help="exclude patterns ('' for none)")
+    p.add_argument("--exclude-agent", action="append", metavar="AGENT=PATTERNS",
+                   help="cases one agent skips, e.g. 'trio-gws-stream=10.*' (repeatable)")
     args = p.parse_args(argv)
 
     with open(args.template, encoding="utf-8") as f:
@@ -69,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not agent or not u:
                 p.error(f"--server wants AGENT=URL, got {item!r}")
             servers.append((agent, u))
+    per_agent: dict[str, list[str]] = {}
+    for item in args.exclude_agent or ():
+        agent, sep, patterns = item.partition("=")
+        if not sep or not agent:
+            p.error(f"--exclude-agent wants AGENT=PATTERNS, got {item!r}")
+        per_agent[agent] = split_list(patterns)
     spec = make_spec(template, outdir=args.outdir, servers=servers, url=args.url,
-                     cases=args.cases, exclude=args.exclude)
+                     cases=args.cases, exclude=args.exclude, exclude_agent_cases=per_agent)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(spec, f, indent=3)
         f.write("\n")

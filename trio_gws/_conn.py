@@ -73,7 +73,7 @@ from ._parallel import ParallelHandlers
 from ._reader import FrameReader
 from ._stepping import resume_corked
 from ._streams import MessageStream, MessageWriter, Source, chunks_of
-from ._transport import Transport, stream_addresses, translate_socket_error
+from ._transport import Transport, half_close, stream_addresses, translate_socket_error
 from ._types import CloseCode, Message, Opcode, Payload, as_bytes, data_opcode
 from ._writer import FrameWriter
 
@@ -86,6 +86,10 @@ if TYPE_CHECKING:
 
 #: The most one read asks for while a large frame's payload is arriving.
 _LARGE_READ = 1024 * 1024
+
+#: A server that cannot half-close (TLS) closes once the peer has been quiet this
+#: long after answering our close frame (see Conn._wait_for_eof).
+_QUIET = 0.1
 Outcome = Union[WebSocketError, CloseReceived]
 
 
@@ -842,16 +846,30 @@ class Conn(trio.abc.AsyncResource):
         stream._fail(error)
 
     async def _wait_for_eof(self) -> None:
-        """Half-close (server) and discard input until the peer closes (see
-        ``_transport.half_close``: a close frame must not be destroyed by an RST)."""
-        from ._transport import half_close
+        """After our close frame: let the peer close the TCP connection, or close it
+        first as a server should (RFC 6455 7.1.1) without leaving unread input behind
+        (closing with unread input makes the kernel answer with a reset, which can
+        destroy our close frame before the peer reads it).
 
+        A server half-closes (FIN) and drains until the peer's EOF. Where it cannot
+        half-close (TLS), it drains until the peer answered and then went quiet for
+        ``_QUIET`` seconds, and closes itself. A client drains until the server closes.
+        """
         transport = self._transport
+        size = self._config.read_buffer_size
         try:
-            if self._is_server:
-                await half_close(transport.stream)
-            while await transport.receive_some(self._config.read_buffer_size):
-                pass
+            if not self._is_server or await half_close(transport.stream):
+                while await transport.receive_some(size):
+                    pass
+                return
+            if not await transport.receive_some(size):
+                return
+            while True:
+                with trio.move_on_after(_QUIET):
+                    if not await transport.receive_some(size):
+                        return
+                    continue
+                return  # quiet: the peer said what it had to say
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
