@@ -13,4 +13,4 @@ out=${1:-docs/_build/html}
 # The source folder is the repository (docs/conf.py picks the pages); the
 # configuration is in docs/.
 "$PYTHON" -m sphinx -E -W --keep-going -n -q -b html -c docs -d "$out/.doctrees" . "$out"
-echo "docs built: $out/docs/index.html"
+echo "docs built in $SECONDS s: $out/docs/index.html"
