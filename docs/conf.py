@@ -66,7 +66,6 @@ autodoc_inherit_docstrings = False
 autodoc_default_options = {
     "members": True,
     "undoc-members": True,
-    "show-inheritance": True,
 }
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
