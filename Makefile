@@ -3,13 +3,14 @@
 #   make test   runs every test: mypy, pytest and the Autobahn suites (cases 1.* to 10.*)
 #   make test-full  the same plus the compression cases 12.* and 13.* (what CI runs)
 #   make bench  the echo benchmark against the peer libraries
+#   make docs   the documentation site, into docs/_build/html (warnings are errors)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install components echo test test-full bench clean
+.PHONY: install components echo test test-full bench docs clean
 
 install: $(STAMP)
 
@@ -18,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py trio_gws/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 # The real components the tests talk to (proxies, nginx, Redis, a browser, Node's ws):
@@ -35,10 +36,14 @@ test: $(STAMP) components
 test-full: $(STAMP) components
 	PYTHON=$(PY) bash scripts/test.sh --full
 
+# The documentation site: open docs/_build/html/docs/index.html (scripts/build-docs.sh).
+docs: $(STAMP)
+	PYTHON=$(PY) bash scripts/build-docs.sh
+
 # The echo benchmark against the peer libraries (about 11 minutes; see benchmarks/README.md)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache
+	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache docs/_build

@@ -2,8 +2,9 @@
 # Every test of the project, called by `make test` / `make test-full` (and so by .ci/run).
 #
 # The Autobahn suites mostly wait on wstest, so they run in the background while mypy
-# and pytest use the CPU; their log is printed when they finish. The last line printed
-# is pytest's own summary line.
+# and pytest use the CPU; their log is printed when they finish. The documentation
+# site is built in the background too (scripts/build-docs.sh: warnings are errors).
+# The last line printed is pytest's own summary line.
 #
 #   scripts/test.sh          Autobahn cases 1.* to 10.* (server and client suites)
 #   scripts/test.sh --full   all Autobahn cases, compression included
@@ -31,6 +32,10 @@ started=$SECONDS
 autobahn/run "${autobahn_args[@]}" >"$logs/autobahn.log" 2>&1 &
 autobahn_pid=$!
 
+echo "== docs: sphinx-build -W (in the background)"
+bash scripts/build-docs.sh "$logs/docs-html" >"$logs/docs.log" 2>&1 &
+docs_pid=$!
+
 echo "== mypy --strict"
 "$PYTHON" -m mypy
 mypy_status=$?
@@ -49,6 +54,12 @@ echo "== pytest"
 "$PYTHON" -m pytest -q -p no:cacheprovider 2>&1 | tee "$logs/pytest.log"
 pytest_status=${PIPESTATUS[0]}
 
+echo "== waiting for the docs build"
+wait "$docs_pid"
+docs_status=$?
+cat "$logs/docs.log"
+echo "== docs build finished with status $docs_status"
+
 echo "== waiting for Autobahn"
 wait "$autobahn_pid"
 autobahn_status=$?
@@ -58,12 +69,13 @@ echo "== Autobahn finished after $((SECONDS - started)) s with status $autobahn_
 echo
 echo "mypy: $([[ $mypy_status == 0 ]] && echo ok || echo FAILED)," \
     "autobahn: $([[ $autobahn_status == 0 ]] && echo ok || echo FAILED)," \
+    "docs: $([[ $docs_status == 0 ]] && echo ok || echo FAILED)," \
     "pytest (pure masking): $([[ $fallback_status == 0 ]] && echo ok || echo FAILED)," \
     "pytest: $([[ $pytest_status == 0 ]] && echo ok || echo FAILED)"
 # Repeat pytest's own closing line last, so it is the run's final word on test counts.
 tail -n 1 "$logs/pytest.log"
 
 if [[ $mypy_status != 0 || $pytest_status != 0 || $fallback_status != 0
-      || $autobahn_status != 0 ]]; then
+      || $autobahn_status != 0 || $docs_status != 0 ]]; then
     exit 1
 fi
