@@ -370,6 +370,39 @@ async def test_echo_with_certificate_files(tmp_path: Path) -> None:
             assert await term.wait() == 0
 
 
+async def test_readme_session_is_what_a_user_sees() -> None:
+    """The README's console example, replayed: the same commands, the same keys, the
+    same screen (the port aside)."""
+    readme = (realproc.REPO / "README.md").read_text()
+    block = readme.split("## From the command line\n\n```console\n", 1)[1].split("```")[0]
+    echo_part, connect_part = block.split("\n\n")
+    echo_command, *echo_screen = echo_part.splitlines()
+    connect_command, *connect_screen = connect_part.splitlines()
+    port = realproc.free_port()
+
+    def command(line: str) -> list[str]:
+        words = line.split("#")[0].replace("3000", str(port)).split()
+        assert words[:3] == ["$", "python", "-m"] and words[3] == "trio_gws", line
+        return words[4:]
+
+    def screen(lines: list[str]) -> str:
+        return "\n".join(lines).replace("3000", str(port))
+
+    with trio.fail_after(TIMEOUT):
+        async with in_terminal(command(echo_command)) as echo:
+            await echo.expect(re.escape(screen(echo_screen)))
+            async with in_terminal(command(connect_command)) as term:
+                typed = connect_screen[2]  # the line after the two status lines
+                await term.expect(re.escape(screen(connect_screen[:2])))
+                await term.type(typed + ENTER)
+                await term.expect(re.escape(screen(connect_screen[3:4])))
+                await term.type(CTRL_D)
+                assert await term.wait() == 0
+                assert term.output == screen(connect_screen) + "\n"
+            await echo.type(CTRL_C)
+            assert await echo.wait() == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--keyfile", "key.pem"], "--keyfile needs --certfile"),
     (["--certfile", "/nonexistent/cert.pem"], "cannot load --certfile/--keyfile"),
