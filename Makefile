@@ -4,13 +4,14 @@
 #   make test-full  the same plus the compression cases 12.* and 13.* (what CI runs)
 #   make bench  the echo benchmark against the peer libraries
 #   make docs   the documentation site, into docs/_build/html (warnings are errors)
+#   make screenshot  refreshes docs/images/chat.png (the chat in headless Chromium)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install components echo test test-full bench docs clean
+.PHONY: install components echo test test-full bench docs screenshot clean
 
 install: $(STAMP)
 
@@ -44,6 +45,13 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py
+
+# The README's picture of the chat: tests/test_chat_browser.py's two-user flow in
+# headless Chromium, its screenshot kept instead of thrown away.
+screenshot: $(STAMP) components
+	mkdir -p docs/images
+	GWS_CHAT_SCREENSHOT=$(CURDIR)/docs/images/chat.png $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_chat_browser.py -k test_two_users_chat_in_the_browser
 
 clean:
 	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache docs/_build

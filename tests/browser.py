@@ -8,7 +8,9 @@ stops every Chromium process it launched; Selenium only talks to it
 
 ``running_browser(tmp)`` gives a ``Browser``; ``await browser.open_page(url)`` a
 ``Page`` (a tab) whose ``evaluate(body, *args)`` runs an async JavaScript function
-body in the page and returns its result. Selenium is synchronous: every call runs in
+body in the page and returns its result, ``type(css, text)`` types into a field as a
+user would (real key events), ``wait_for(expression)`` polls the page until an
+expression is true, and ``browser.console()`` has what the console said. Selenium is synchronous: every call runs in
 a worker thread, one at a time, so the Trio servers under test keep running.
 ``serving_files`` serves a page from 127.0.0.1 (Chromium refuses WebSockets to
 127.0.0.1 from a ``data:`` page). tests/web/harness.js is WebSocket plumbing a page
@@ -69,25 +71,41 @@ class Browser:
         self.log = log
         self._lock = threading.Lock()  # no Trio object: the browser outlives a test's run
         self._unused_tab: str | None = driver.current_window_handle
+        # Which tab WebDriver has selected: kept here, because asking WebDriver
+        # fails once that tab has been closed.
+        self._selected: str | None = self._unused_tab
 
     async def call(self, handle: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` (Selenium calls) in a thread with tab ``handle`` selected."""
         def in_tab() -> T:
             with self._lock:
-                if self.driver.current_window_handle != handle:
+                if self._selected != handle:
                     self.driver.switch_to.window(handle)
+                    self._selected = handle
                 return fn()
         return await trio.to_thread.run_sync(in_tab)
+
+    async def console(self) -> list[str]:
+        """The console messages (the pages' and Chromium's own, e.g. why a WebSocket
+        handshake failed) logged since the last call."""
+        def drain() -> list[str]:
+            with self._lock:
+                entries = self.driver.execute("getLog", {"type": "browser"})["value"]
+            return [str(entry["message"]) for entry in entries]
+        return await trio.to_thread.run_sync(drain)
 
     async def open_page(self, url: str) -> Page:
         """A new tab (the first call reuses the initial one) showing ``url``."""
         def open_tab() -> str:
             with self._lock:
                 if self._unused_tab is None:
+                    if self._selected is None:  # WebDriver opens tabs from an open one
+                        self.driver.switch_to.window(self.driver.window_handles[0])
                     self.driver.switch_to.new_window("tab")
                 self._unused_tab = None
+                self._selected = str(self.driver.current_window_handle)
                 self.driver.get(url)
-                return str(self.driver.current_window_handle)
+                return self._selected
         return Page(self, await trio.to_thread.run_sync(open_tab))
 
 
@@ -109,11 +127,48 @@ class Page:
             raise PageError(f"{result['error']}\npage errors: {result['pageErrors']}")
         return result["value"]
 
-    async def screenshot(self, path: Path) -> None:
-        """A PNG of the tab as the user would see it."""
+    async def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
+        """Poll the JavaScript ``expression`` until it is truthy; its value. Raises
+        PageError (with the expression) when it stays falsy for ``timeout`` seconds."""
+        return await self.evaluate("""
+            const [expression, ms] = args;
+            const test = new Function(`return (${expression});`);
+            const deadline = Date.now() + ms;
+            for (;;) {
+                const value = test();
+                if (value) return value;
+                if (Date.now() > deadline) throw new Error(`still false: ${expression}`);
+                await new Promise((resolve) => setTimeout(resolve, 25));
+            }
+        """, expression, int(timeout * 1000))
+
+    async def type(self, css: str, text: str) -> None:
+        """Type ``text`` into the element ``css`` selects, key by key, as a user would
+        (``selenium.webdriver.Keys.ENTER`` in it submits a form)."""
+        from selenium.webdriver.common.by import By
+
+        def typing() -> None:
+            self.browser.driver.find_element(By.CSS_SELECTOR, css).send_keys(text)
+        await self.browser.call(self.handle, typing)
+
+    async def screenshot(self, path: Path, css: str | None = None) -> None:
+        """A PNG of the tab as the user would see it (of one element: ``css``)."""
+        from selenium.webdriver.common.by import By
+
         driver = self.browser.driver
-        png: bytes = await self.browser.call(self.handle, driver.get_screenshot_as_png)
-        path.write_bytes(png)
+
+        def take() -> bytes:
+            if css is None:
+                return bytes(driver.get_screenshot_as_png())
+            return bytes(driver.find_element(By.CSS_SELECTOR, css).screenshot_as_png)
+        path.write_bytes(await self.browser.call(self.handle, take))
+
+    async def close(self) -> None:
+        """Close the tab, as a user would (its WebSockets go away: close 1001)."""
+        def close_tab() -> None:
+            self.browser.driver.close()
+            self.browser._selected = None  # nothing is selected now
+        await self.browser.call(self.handle, close_tab)
 
 
 @contextmanager
@@ -139,6 +194,9 @@ def running_browser(tmp: Path) -> Iterator[Browser]:
             options.binary_location = chromium
             for flag in (*FLAGS, f"--user-data-dir={tmp / 'profile'}"):
                 options.add_argument(flag)
+            # The console (what the page logs, and Chromium's own messages such as
+            # a WebSocket handshake's HTTP status) for Browser.console().
+            options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
             driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}",
                                       options=options)
             try:

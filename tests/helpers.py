@@ -648,3 +648,21 @@ def pipe_stream_pair() -> tuple[PipeStream, PipeStream]:
     """Two connected PipeStream ends."""
     a_to_b, b_to_a = _OneWay(), _OneWay()
     return PipeStream(b_to_a, a_to_b), PipeStream(a_to_b, b_to_a)
+
+
+def load_chat_example() -> Any:
+    """examples/chat/server.py as a module (loaded once: tests share its classes)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "chat_example_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "examples" / "chat" / "server.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -5,10 +5,7 @@ leaves, and the Origin check."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,22 +14,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_sync_connect
 
-from helpers import http_exchange
+from helpers import http_exchange, load_chat_example
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat" / "server.py"
 TIMEOUT = 15
 
-
-def load_example() -> Any:
-    spec = importlib.util.spec_from_file_location("chat_example_server", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chat = load_example()
+chat = load_chat_example()
 
 
 async def in_thread(fn: Any, *args: Any) -> Any:

@@ -4,7 +4,10 @@ nginx runs with examples/nginx/trio-gws.conf, the config the README shows, insid
 test-only main context that keeps its pid file, logs and temp folders in tmp_path and
 listens on 127.0.0.1 only (never the system service). Clients go through it over
 plain WebSocket and over TLS terminated at nginx (trustme certificates) to our plain
-server; echo, close codes both ways, and a graceful shutdown seen through the proxy.
+server, which listens either on 127.0.0.1 (``gws.serve``) or on a Unix socket in the
+test's folder (``gws.open_unix_listener`` + ``gws.serve_listeners``, nginx's
+``unix:`` upstream); echo, close codes both ways, and a graceful shutdown seen through
+the proxy, for every combination.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ TIMEOUT = 60
 TEXT = "über nginx – 你好 🌍"
 
 SCHEMES = pytest.mark.parametrize("scheme", ["ws", "wss"])
+UPSTREAMS = pytest.mark.parametrize("upstream", ["tcp", "unix"])
 
 
 @dataclass
@@ -80,8 +84,9 @@ def site_conf(values: dict[str, str]) -> str:
 
 
 @contextmanager
-def running_nginx(tmp: Path, upstream: int) -> Iterator[Proxy]:
-    """nginx on two 127.0.0.1 ports (plain and TLS) in front of 127.0.0.1:upstream."""
+def running_nginx(tmp: Path, upstream: str) -> Iterator[Proxy]:
+    """nginx on two 127.0.0.1 ports (plain and TLS) in front of ``upstream``
+    (``127.0.0.1:PORT`` or ``unix:PATH``, as the template's upstream block takes it)."""
     nginx = realproc.require("nginx")
     tmp.mkdir()
     ca = trustme.CA()
@@ -92,7 +97,7 @@ def running_nginx(tmp: Path, upstream: int) -> Iterator[Proxy]:
         pem.write_to_path(str(tmp / "cert.pem"), append=True)
     ports = {"ws": realproc.free_port(), "wss": realproc.free_port()}
     (tmp / "trio-gws.conf").write_text(site_conf({
-        "UPSTREAM": f"127.0.0.1:{upstream}",
+        "UPSTREAM": upstream,
         "LISTEN": f"127.0.0.1:{ports['ws']}",
         "LISTEN_TLS": f"127.0.0.1:{ports['wss']}",
         "CERTIFICATE": str(tmp / "cert.pem"),
@@ -107,38 +112,56 @@ def running_nginx(tmp: Path, upstream: int) -> Iterator[Proxy]:
 
 
 class Server:
-    """gws.serve on 127.0.0.1, cancellable on its own (a graceful shutdown)."""
+    """Our server, cancellable on its own (a graceful shutdown): ``gws.serve`` on
+    127.0.0.1, or ``gws.serve_listeners`` on a Unix socket at ``unix``."""
 
-    def __init__(self, handler: gws.EventHandler, config: Config) -> None:
-        self.handler, self.config = handler, config
+    def __init__(self, handler: gws.EventHandler, config: Config,
+                 unix: Path | None = None) -> None:
+        self.handler, self.config, self.unix = handler, config, unix
         self.scope = trio.CancelScope()
         self.done = trio.Event()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with self.scope:
-            await gws.serve(self.handler, 0, host="127.0.0.1", config=self.config,
-                            task_status=task_status)
+            if self.unix is None:
+                await gws.serve(self.handler, 0, host="127.0.0.1", config=self.config,
+                                task_status=task_status)
+            else:
+                listener = await gws.open_unix_listener(self.unix)
+                await gws.serve_listeners(self.handler, [listener], config=self.config,
+                                          task_status=task_status)
         self.done.set()
+
+    def upstream(self, server: gws.Server) -> str:
+        """Where nginx finds us, in the syntax of its upstream block."""
+        return f"unix:{self.unix}" if self.unix is not None else f"127.0.0.1:{server.port}"
 
 
 @asynccontextmanager
-async def behind_nginx(tmp_path: Path, handler: gws.EventHandler,
+async def behind_nginx(tmp_path: Path, handler: gws.EventHandler, upstream: str,
                        config: Config | None = None) -> AsyncIterator[tuple[Proxy, Server]]:
-    server = Server(handler, config or Config())
+    """nginx in front of our server, which listens on TCP or on a Unix socket."""
+    # A Unix socket path has at most 107 bytes; pytest's folders stay well below.
+    unix = tmp_path / "gws.sock" if upstream == "unix" else None
+    server = Server(handler, config or Config(), unix)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            port = (await nursery.start(server.run)).port
-            with running_nginx(tmp_path / "nginx", port) as proxy:
+            running = await nursery.start(server.run)
+            if unix is not None:
+                assert [type(listener) for listener in running.listeners] == [
+                    gws.UnixListener] and unix.exists()
+            with running_nginx(tmp_path / "nginx", server.upstream(running)) as proxy:
                 yield proxy, server
             server.scope.cancel()
 
 
 @SCHEMES
-async def test_echo_through_nginx(tmp_path: Path, scheme: str) -> None:
+@UPSTREAMS
+async def test_echo_through_nginx(tmp_path: Path, scheme: str, upstream: str) -> None:
     server_side = Recorder(echo=True)
     config = Config(compress_enabled=True, max_content_length=8 << 20)
     big = os.urandom(4 << 20)  # incompressible: 4 MiB really cross the proxy
-    async with behind_nginx(tmp_path, server_side, config) as (proxy, _):
+    async with behind_nginx(tmp_path, server_side, upstream, config) as (proxy, _):
         client = Recorder()
         async with gws.open_conn(proxy.url(scheme, "/chat?room=1"), client, config=config,
                                  ssl_context=proxy.ssl_context(scheme)) as conn:
@@ -157,15 +180,22 @@ async def test_echo_through_nginx(tmp_path: Path, scheme: str) -> None:
             assert request.headers.get("X-Forwarded-Proto") == ("https" if scheme == "wss"
                                                                 else "http")
             assert request.headers.get("X-Forwarded-For") == "127.0.0.1"
+            # ...and reached us on the listener the test chose
+            if upstream == "unix":
+                assert theirs.local_address == str(tmp_path / "gws.sock")
+            else:
+                assert theirs.local_address[0] == "127.0.0.1"
         [ending] = await server_side.wait_endings()
         assert ending.kind == "close" and ending.data == (1000, b"")
 
 
 @SCHEMES
+@UPSTREAMS
 @pytest.mark.parametrize("closer", ["client", "server"])
-async def test_close_codes_through_nginx(tmp_path: Path, scheme: str, closer: str) -> None:
+async def test_close_codes_through_nginx(tmp_path: Path, scheme: str, upstream: str,
+                                         closer: str) -> None:
     server_side = Recorder()
-    async with behind_nginx(tmp_path, server_side) as (proxy, _):
+    async with behind_nginx(tmp_path, server_side, upstream) as (proxy, _):
         client = Recorder()
         conn = await gws.connect(proxy.url(scheme), client,
                                  ssl_context=proxy.ssl_context(scheme))
@@ -191,9 +221,11 @@ async def test_close_codes_through_nginx(tmp_path: Path, scheme: str, closer: st
 
 
 @SCHEMES
-async def test_graceful_shutdown_through_nginx(tmp_path: Path, scheme: str) -> None:
+@UPSTREAMS
+async def test_graceful_shutdown_through_nginx(tmp_path: Path, scheme: str,
+                                               upstream: str) -> None:
     server_side = Recorder(echo=True)
-    async with behind_nginx(tmp_path, server_side) as (proxy, server):
+    async with behind_nginx(tmp_path, server_side, upstream) as (proxy, server):
         client = Recorder()
         async with gws.open_conn(proxy.url(scheme), client,
                                  ssl_context=proxy.ssl_context(scheme)) as conn:
@@ -205,6 +237,8 @@ async def test_graceful_shutdown_through_nginx(tmp_path: Path, scheme: str) -> N
             await server.done.wait()
         [server_ending] = server_side.endings()
         assert server_ending.kind == "close" and server_ending.data[0] == 1001
+        if server.unix is not None:
+            assert not server.unix.exists()  # the listener removed its socket file
 
 
 def test_readme_shows_the_tested_config() -> None:
