@@ -8,7 +8,6 @@ server's answer; the exit status says how the connection ended (see ``_common``)
 from __future__ import annotations
 
 import argparse
-import inspect
 import signal
 import ssl
 import sys
@@ -108,11 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "says so loudly)")
 
 
-def proxy_supported() -> bool:
-    """Whether this version's ``connect`` takes ``proxy=``."""
-    return "proxy" in inspect.signature(connect).parameters
-
-
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, then run the session; its exit status."""
     try:
@@ -121,9 +115,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid URL {redact(args.url)!r}: {exc}") from None
     if (args.insecure or args.cafile) and not where.secure:
         raise UsageError("--insecure and --cafile apply to wss:// URLs only")
-    if args.proxy is not None and not proxy_supported():
-        raise UsageError("--proxy is not supported by this version of trio-gws "
-                         "(its connect() has no proxy parameter)")
     output = Output()
     context = None
     if where.secure:
@@ -137,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             context.verify_mode = ssl.CERT_NONE
     options: dict[str, Any] = {}
     if args.proxy is not None:
-        options["proxy"] = args.proxy
+        options["proxy"] = args.proxy  # else the environment's, as curl does
     session = Session(args, output, context, options)
     try:
         return trio.run(session.run)
