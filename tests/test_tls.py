@@ -206,3 +206,34 @@ async def test_wrong_hostname_fails_on_the_client(server_context: ssl.SSLContext
             await stream.do_handshake()
         await trio.aclose_forcefully(stream)
         await tls_echo(port, client_context, [b"after wrong host"])
+
+
+# -- who closes first after a failure, over TLS (no half-close there) ---------------
+
+
+async def test_tls_server_closes_first_after_failing_a_connection(
+        server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
+    """RFC 6455 7.1.1: the server closes the TCP connection first. Plain TCP sends
+    FIN after the close frame; TLS cannot, so the server waits for the client's answer
+    and closes once the client is quiet, without waiting for the client to close."""
+    async with tls_server(server_context) as port:
+        peer, _ = await ws_connect(port, stream=await tls_stream(port, client_context))
+        await peer.send(TEXT, b"x", rsv=0x2)  # a reserved bit: 1002
+        assert (await peer.recv_close()).close_code == 1002
+        await peer.send_close(1002)
+        with trio.fail_after(3):  # far less than close_timeout (5 s)
+            assert await peer.expect_eof() == b""  # the server closed: we read EOF
+        await peer.aclose()
+
+
+async def test_tls_server_closes_at_once_after_an_invalid_close_frame(
+        server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
+    """The peer's close frame, even an invalid one, was its last word: the server
+    answers and closes without waiting for anything more."""
+    async with tls_server(server_context) as port:
+        peer, _ = await ws_connect(port, stream=await tls_stream(port, client_context))
+        await peer.send(0x8, b"\x03")  # a 1-byte close payload: 1002
+        with trio.fail_after(3):
+            assert (await peer.recv_close()).close_code == 1002
+            assert await peer.expect_eof() == b""
+        await peer.aclose()

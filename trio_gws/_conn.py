@@ -852,8 +852,9 @@ class Conn(trio.abc.AsyncResource):
         destroy our close frame before the peer reads it).
 
         A server half-closes (FIN) and drains until the peer's EOF. Where it cannot
-        half-close (TLS), it drains until the peer answered and then went quiet for
-        ``_QUIET`` seconds, and closes itself. A client drains until the server closes.
+        half-close (TLS), it drains until the peer answered (at once if the peer's
+        close frame, valid or not, already came) and then went quiet for ``_QUIET``
+        seconds, and closes itself. A client drains until the server closes.
         """
         transport = self._transport
         size = self._config.read_buffer_size
@@ -862,7 +863,9 @@ class Conn(trio.abc.AsyncResource):
                 while await transport.receive_some(size):
                     pass
                 return
-            if not await transport.receive_some(size):
+            # Its close frame (even an invalid one) was the peer's last word: nothing
+            # more will come, and it waits for us to close.
+            if self._reader.close_seen or not await transport.receive_some(size):
                 return
             while True:
                 with trio.move_on_after(_QUIET):

@@ -88,7 +88,7 @@ class FrameReader:
         "_buf", "_check_text", "_decoder", "_done", "_expect_masked", "_extension_rsv",
         "_frame_fin", "_frame_left", "_frame_offset", "_in_frame", "_mask_key", "_max",
         "_msg_encoded", "_msg_opcode", "_msg_parts", "_msg_size", "_streaming",
-        "_validator",
+        "_validator", "close_seen",
     )
 
     def __init__(
@@ -111,6 +111,8 @@ class FrameReader:
         self._streaming = stream_messages
         self._buf = bytearray()
         self._done = False
+        #: The peer's close frame arrived, valid or not: it will send nothing more.
+        self.close_seen = False
         # the data frame whose payload is being consumed
         self._in_frame = False
         self._frame_fin = False
@@ -302,6 +304,7 @@ class FrameReader:
             return Ping(payload)
         if opcode == 0xA:
             return Pong(payload)
+        self.close_seen = True  # even an invalid close frame is the peer's last word
         code, reason = parse_close_payload(payload)
         self._done = True
         return CloseReceived(code, reason)
