@@ -237,3 +237,15 @@ async def test_tls_server_closes_at_once_after_an_invalid_close_frame(
             assert (await peer.recv_close()).close_code == 1002
             assert await peer.expect_eof() == b""
         await peer.aclose()
+
+
+async def test_tls_server_closes_at_once_after_an_oversized_close_frame(
+        server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
+    """Autobahn 7.3.6: a close frame whose payload is too long for a control frame."""
+    async with tls_server(server_context) as port:
+        peer, _ = await ws_connect(port, stream=await tls_stream(port, client_context))
+        await peer.send(0x8, b"\x03\xe8" + b"a" * 124)
+        with trio.fail_after(3):
+            assert (await peer.recv_close()).close_code == 1002
+            assert await peer.expect_eof() == b""
+        await peer.aclose()

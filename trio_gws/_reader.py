@@ -209,6 +209,8 @@ class FrameReader:
                 key = bytes(view[pos + header_len - 4:pos + header_len]) if masked else None
 
                 if opcode >= 0x8:
+                    if opcode == 0x8:
+                        self.close_seen = True  # the peer's last word, even if invalid
                     if opcode > 0xA:
                         raise ProtocolError(f"unknown control opcode {opcode:#x}")
                     if not fin:
