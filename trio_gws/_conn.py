@@ -808,6 +808,9 @@ class Conn(trio.abc.AsyncResource):
                         await self._wait_for_eof()
                     return
                 if not lifecycle.owes_failure_close(outcome):
+                    # No close frame to send (the transport broke...): an on_stream
+                    # told so by its iteration still gets to clean up before on_error.
+                    await self._let_stream_finish()
                     return
                 await self._let_handlers_finish()
                 payload = lifecycle.failure_payload(outcome)
@@ -824,7 +827,13 @@ class Conn(trio.abc.AsyncResource):
         frame; they get half of close_timeout, so the close frame still fits in it."""
         if self._parallel is not None:
             await self._parallel.finish(self._config.close_timeout / 2)
-        elif self._stream_in is not None:
+        else:
+            await self._let_stream_finish()
+
+    async def _let_stream_finish(self) -> None:
+        """An on_stream reading a message that will never end (its iteration raises)
+        gets half of close_timeout to return."""
+        if self._stream_in is not None:
             with trio.move_on_after(self._config.close_timeout / 2):
                 await self._stream_in.done.wait()
 

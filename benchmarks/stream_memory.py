@@ -1,0 +1,237 @@
+"""Streamed large messages: memory and throughput, both sides in their own process.
+
+    .venv/bin/python benchmarks/stream_memory.py            # 256 MiB, compression off and on
+    .venv/bin/python benchmarks/stream_memory.py --mib 64   # a quicker run
+
+For each compression setting it measures, with the server pinned to core 0 and the
+client to core 1 (``taskset``; ``--no-pin`` to skip):
+
+* **streamed**: one message of ``--mib`` MiB sent with ``conn.write_file`` (256 KiB
+  fragments from a generator) and received by an ``on_stream`` handler that hashes
+  each piece; the server answers with the byte count and the hash;
+* **whole**: the same bytes as 256 KiB messages sent with ``write_message`` and
+  received by ``on_message`` (today's whole-message path), answered the same way.
+
+Reported: MiB/s of each path (wall time from the first byte to the server's answer),
+and the peak RSS growth of each process during the transfer (its ``VmHWM``, reset
+just before the transfer, minus its RSS then). Targets (issue 14): the streamed path's peak growth under
+8 MiB on each side, and its throughput at least the whole-message path's. The data
+is a 1 MiB random block repeated: incompressible for deflate (whose window is at most
+32 KiB), so compression does real work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trio_gws as gws
+
+HERE = Path(__file__).resolve().parent
+BLOCK = os.urandom(1 << 20)
+WHOLE_SIZE = 256 * 1024
+FRAGMENT = 256 * 1024  # the same size as the whole messages: like with like
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def rss_kib() -> int:
+    """RSS now, after resetting the peak (Linux: writing 5 to clear_refs resets
+    VmHWM), so that ``peak_kib`` afterwards is the peak of what follows only."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return _status("VmRSS")
+
+
+def peak_kib() -> int:
+    return _status("VmHWM")
+
+
+# -- the server process ----------------------------------------------------------------
+
+
+class Receiver(gws.EventHandler):
+    """Hashes what arrives; a text message 'done' asks for the answer."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.before = 0
+
+    def _start(self) -> None:
+        if not self.size:
+            self.before = rss_kib()
+
+    def _answer(self) -> str:
+        answer = json.dumps({"bytes": self.size, "sha256": self.digest.hexdigest(),
+                             "growth_kib": peak_kib() - self.before})
+        self.digest, self.size = hashlib.sha256(), 0
+        return answer
+
+
+class StreamReceiver(Receiver):
+    async def on_stream(self, conn: gws.Conn, stream: gws.MessageStream) -> None:
+        if stream.opcode is gws.Opcode.TEXT:
+            await stream.read_all()
+            await conn.write_message(gws.Opcode.TEXT, self._answer())
+            return
+        self._start()
+        async for piece in stream:
+            self.digest.update(piece)
+            self.size += len(piece)
+
+
+class WholeReceiver(Receiver):
+    async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
+        if message.opcode is gws.Opcode.TEXT:
+            await conn.write_message(gws.Opcode.TEXT, self._answer())
+            return
+        self._start()
+        self.digest.update(message.data)
+        self.size += len(message.data)
+
+
+async def serve(port: int, mode: str, compress: bool, limit: int) -> None:
+    handler = StreamReceiver() if mode == "streamed" else WholeReceiver()
+    config = gws.Config(compress_enabled=compress, max_content_length=limit)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: gws.serve(
+            handler, port, host="127.0.0.1", config=config, task_status=task_status))
+        print("READY", flush=True)
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+async def send(port: int, mode: str, compress: bool, mib: int) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for _ in range(mib):
+        digest.update(BLOCK)
+    config = gws.Config(compress_enabled=compress)
+    async with gws.open_conn(f"ws://127.0.0.1:{port}/", config=config) as conn:
+        await conn.write_message(gws.Opcode.TEXT, "done")  # warm up, reset the counters
+        await conn.receive()
+        before = rss_kib()
+        start = time.perf_counter()
+        if mode == "streamed":
+            def fragments() -> Any:
+                view = memoryview(BLOCK)
+                for _ in range(mib):
+                    for i in range(0, len(BLOCK), FRAGMENT):
+                        yield view[i:i + FRAGMENT]
+            await conn.write_file(gws.Opcode.BINARY, fragments())
+        else:
+            view = memoryview(BLOCK)
+            for _ in range(mib):
+                for i in range(0, len(BLOCK), WHOLE_SIZE):
+                    await conn.write_message(gws.Opcode.BINARY, view[i:i + WHOLE_SIZE])
+        await conn.write_message(gws.Opcode.TEXT, "done")
+        answer = json.loads((await conn.receive()).text)
+        seconds = time.perf_counter() - start
+    if answer["bytes"] != mib << 20 or answer["sha256"] != digest.hexdigest():
+        raise RuntimeError(f"the server received something else: {answer}")
+    return {"mib_per_s": mib / seconds, "server_growth_kib": answer["growth_kib"],
+            "client_growth_kib": peak_kib() - before, "seconds": seconds}
+
+
+def measure(mode: str, compress: bool, mib: int, pin: bool) -> dict[str, Any]:
+    """One transfer: a fresh server process (core 0) and a fresh client (core 1)."""
+    port = free_port()
+    limit = (mib << 20) + (1 << 20)
+    prefix = ["taskset", "-c", "0"] if pin else []
+    server = subprocess.Popen([*prefix, sys.executable, __file__, "--serve", str(port),
+                               "--mode", mode, "--limit", str(limit),
+                               *(["--compress"] if compress else [])],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "READY":
+            raise RuntimeError("the server did not start")
+        client = [*(["taskset", "-c", "1"] if pin else []), sys.executable, __file__,
+                  "--send", str(port), "--mode", mode, "--mib", str(mib),
+                  *(["--compress"] if compress else [])]
+        result = subprocess.run(client, capture_output=True, text=True, timeout=900)
+        if result.returncode:
+            raise RuntimeError(result.stderr)
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="streamed", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--compress", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        trio.run(serve, args.serve, args.mode, args.compress, args.limit)
+        return 0
+    if args.send:
+        print(json.dumps(trio.run(send, args.send, args.mode, args.compress, args.mib)))
+        return 0
+    pin = not args.no_pin and shutil.which("taskset") is not None
+    rows = []
+    for compress in (False, True):
+        runs: dict[str, list[dict[str, Any]]] = {"streamed": [], "whole": []}
+        for _ in range(args.rounds):
+            for mode in ("streamed", "whole"):
+                runs[mode].append(measure(mode, compress, args.mib, pin))
+        rows.append((compress, runs))
+    print(f"{args.mib} MiB per transfer, {args.rounds} rounds (medians), "
+          f"{'pinned' if pin else 'not pinned'}\n")
+    print("| compression | path | MiB/s | server peak growth | client peak growth |")
+    print("|---|---|---:|---:|---:|")
+    verdicts = []
+    for compress, runs in rows:
+        med = {mode: {key: sorted(r[key] for r in runs[mode])[len(runs[mode]) // 2]
+                      for key in runs[mode][0]} for mode in runs}
+        for mode in ("streamed", "whole"):
+            m = med[mode]
+            print(f"| {'on' if compress else 'off'} | {mode} | {m['mib_per_s']:.1f} | "
+                  f"{m['server_growth_kib'] / 1024:.1f} MiB | "
+                  f"{m['client_growth_kib'] / 1024:.1f} MiB |")
+        s, w = med["streamed"], med["whole"]
+        ratio = s["mib_per_s"] / w["mib_per_s"]
+        memory_ok = max(s["server_growth_kib"], s["client_growth_kib"]) < 8 * 1024
+        verdicts.append(f"compression {'on' if compress else 'off'}: streamed/whole "
+                        f"throughput {ratio:.2f}x ({'PASS' if ratio >= 1.0 else 'MISS'}), "
+                        f"peak growth under 8 MiB on both sides: "
+                        f"{'PASS' if memory_ok else 'MISS'}")
+    print()
+    print("\n".join(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
