@@ -21,10 +21,10 @@ cancel scope; the first failure recorded is what the handler is told.
 Helper tasks (the write queue's drainer, keepalive, parallel handlers) live in a
 nursery that ``listen()`` opens, so they never outlive the connection.
 
-Size: this module is the public API of a connection (documented writes, close,
-deadlines) and the one driver of its lifecycle, which is why it is longer than the
-others; what can stand alone does: ``_parallel`` (parallel handlers), ``_keepalive``,
-``_stepping`` (running handlers by hand), ``_transport`` and ``_lifecycle``.
+This module is the public API of a connection and the driver of its lifecycle; the
+phases live beside it: ``_dispatch`` (the read phase, handler calls, streamed
+messages), ``_closing`` (the closing phase and the end), ``_parallel``,
+``_keepalive`` (pings and round trips), ``_stepping``, ``_transport``.
 
 Speed (see benchmarks/ and docs/design.md). What a sequential handler writes while
 the reader handles one read is corked and leaves in one send before the next read
@@ -40,41 +40,27 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import MutableMapping
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._config import Config
-from ._errors import (
-    ConnectionClosed,
-    ConnectionClosedError,
-    ConnectionClosedOK,
-    HandlerError,
-    ProtocolError,
-    WebSocketError,
-    WebSocketTimeoutError,
-)
-from ._frames import (
-    CloseReceived,
-    Ping,
-    Pong,
-    StreamData,
-    StreamEnd,
-    StreamStart,
-    check_control_payload,
-)
+from ._closing import closing_phase, end
+from ._dispatch import run_in_parallel, read_phase
+from ._errors import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, WebSocketError
+from ._frames import check_control_payload
 from ._handler import EventHandler
 from ._inbox import Inbox
-from ._keepalive import keepalive
+from ._keepalive import Ping, forget_ping, keepalive, new_ping
 from ._lifecycle import Lifecycle, State
 from ._parallel import ParallelHandlers
 from ._reader import FrameReader
-from ._stepping import resume_corked
 from ._streams import MessageStream, MessageWriter, Source, chunks_of
-from ._transport import Transport, half_close, stream_addresses, translate_socket_error
-from ._types import CloseCode, Message, Opcode, Payload, as_bytes, data_opcode
+from ._transport import Transport, stream_addresses
+from ._types import Message, Opcode, Payload, as_bytes, data_opcode
 from ._writer import FrameWriter
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -83,25 +69,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 if TYPE_CHECKING:
     from ._extension import Extension
     from ._handshake import Request
-
-#: The most one read asks for while a large frame's payload is arriving.
-_LARGE_READ = 1024 * 1024
-
-#: A server that cannot half-close (TLS) closes once the peer has been quiet this
-#: long after answering our close frame (see Conn._wait_for_eof).
-_QUIET = 0.1
-Outcome = Union[WebSocketError, CloseReceived]
-
-
-class _Ping:
-    """A ping waiting for its pong (``rtt`` stays None if the connection ends first)."""
-
-    __slots__ = ("sent_at", "done", "rtt")
-
-    def __init__(self, sent_at: float) -> None:
-        self.sent_at = sent_at
-        self.done = trio.Event()
-        self.rtt: float | None = None
 
 
 def _only_cancelled(exc: BaseException) -> trio.Cancelled | None:
@@ -193,11 +160,11 @@ class Conn(trio.abc.AsyncResource):
         self._ended: trio.Event | None = None
         self._pong_seen: trio.Event | None = None  # keepalive: a pong arrived
         # ping(): payload -> (sent at, answered); made by the first ping().
-        self._pings: dict[bytes, _Ping] | None = None
+        self._pings: dict[bytes, Ping] | None = None
         #: The last measured round trip (ping() or keepalive), in seconds, or None.
         self.latency: float | None = None
-        self._parallel = (ParallelHandlers(config.parallel_limit, self._run_in_parallel,
-                                           self._fail_soon)
+        self._parallel = (ParallelHandlers(config.parallel_limit,
+                                           partial(run_in_parallel, self), self._fail_soon)
                           if config.parallel_enabled else None)
         # Frames and transitions are traced at DEBUG; asked once, so tracing that is off
         # costs one test of a boolean per read.
@@ -450,40 +417,15 @@ class Conn(trio.abc.AsyncResource):
             ValueError: the payload is over 125 bytes, or already waiting for a pong.
         """
         data = bytes(as_bytes(payload)) if payload is not None else os.urandom(8)
-        waiting = self._new_ping(data)
+        waiting = new_ping(self, data)
         try:
             await self._write_control(Opcode.PING, data)
             await waiting.done.wait()
         finally:
-            self._forget_ping(data)
+            forget_ping(self, data)
         if waiting.rtt is None:
             raise self._lifecycle.closed_error()  # it ended first
         return waiting.rtt
-
-    def _new_ping(self, data: bytes) -> _Ping:
-        if self._pings is None:
-            self._pings = {}
-        if data in self._pings:
-            raise ValueError(f"a ping with payload {data!r} is already waiting for its pong")
-        ping = self._pings[data] = _Ping(trio.current_time())
-        return ping
-
-    def _forget_ping(self, data: bytes) -> None:
-        if self._pings is not None:
-            self._pings.pop(data, None)
-
-    def _answered(self, payload: bytes) -> None:
-        """A pong arrived: its ping, and every ping sent before it, are answered."""
-        assert self._pings is not None
-        ping = self._pings.get(payload)
-        if ping is None:
-            return  # unsolicited, or not one of ours
-        now = trio.current_time()
-        self.latency = now - ping.sent_at
-        for other in self._pings.values():
-            if other.sent_at <= ping.sent_at and other.rtt is None:
-                other.rtt = now - other.sent_at
-                other.done.set()
 
     # -- deadlines -------------------------------------------------------------------
 
@@ -555,8 +497,8 @@ class Conn(trio.abc.AsyncResource):
                 self._writer.attach(nursery)
                 if self._config.ping_interval:
                     nursery.start_soon(keepalive, self)
-                outcome = await self._read_phase()
-                await self._closing_phase(outcome)
+                outcome = await read_phase(self)
+                await closing_phase(self, outcome)
                 self._writer.attach(None)
                 nursery.cancel_scope.cancel()  # keepalive, parallel handlers, drainer
         except BaseException as exc:
@@ -566,188 +508,13 @@ class Conn(trio.abc.AsyncResource):
             self._writer.attach(None)
             error = ConnectionClosedError("the connection was cancelled")
             self._lifecycle.fail(error)
-            await self._end(error, shielded=True)
+            await end(self, error, shielded=True)
             if cancelled is exc:
                 raise
             raise cancelled from None
-        await self._end(outcome)
-
-    async def _read_phase(self) -> Outcome:
-        """Handle events in wire order until the peer's close frame or a failure."""
-        lifecycle = self._lifecycle
-        try:
-            with self._read_scope:
-                await self._callback(self._handler.on_open, self)
-                # The loop is here, not in a helper: an idle connection waits in the
-                # receive with one coroutine frame less (memory per connection). The
-                # receive is the transport's raw one; its OSErrors are translated below.
-                receive = self._transport.fast_receive
-                reader = self._reader
-                size = self._config.read_buffer_size
-                data: bytes | bytearray = self._leftover
-                self._leftover = b""
-                while True:
-                    if data:
-                        close = await self._handle_read(data)
-                        if close is not None:
-                            return close
-                    # The rest of a large frame in one read: fewer system calls and
-                    # pieces to join (its size is already bounded by the reader).
-                    want = max(size, min(reader.frame_remaining, _LARGE_READ))
-                    if self._read_deadline == math.inf:
-                        try:
-                            data = await receive(want)
-                        except OSError as exc:
-                            raise translate_socket_error(exc) from None
-                    else:
-                        data = await self._receive_with_deadline(want)
-                    if not data:
-                        raise ConnectionClosedError(
-                            "the peer closed the stream without a close frame")
-        except (ProtocolError, HandlerError, WebSocketTimeoutError, ConnectionClosed) as exc:
-            self._fail_soon(exc)
-            return lifecycle.failure or exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            lifecycle.transport_broken(ConnectionClosedError(f"transport failed: {exc!r}"))
-            assert lifecycle.failure is not None
-            return lifecycle.failure
-        # Only the read scope's own cancellation gets here.
-        if lifecycle.failure is None:
-            self._fail_soon(WebSocketTimeoutError(
-                f"no close frame from the peer within {self._config.close_timeout}s"))
-        assert lifecycle.failure is not None
-        return lifecycle.failure
-
-    async def _handle_read(self, data: bytes | bytearray) -> CloseReceived | None:
-        """Hand the events of one read to the handler, in order; the close, if any.
-
-        Sequential handlers run in this task: what they write is corked and leaves in
-        one piece before the next read (see FrameWriter).
-        """
-        handler = self._handler
-        writer = self._writer
-        parallel = self._parallel
-        trace = self._trace
-        writer.cork_task = None if parallel else self._reader_task
-        try:
-            event: Any  # dispatched on its exact type: cheaper than isinstance chains
-            for event in self._reader.receive(data):
-                if trace:
-                    self._log("< %r", event)
-                kind = type(event)
-                if kind is Message:
-                    if parallel is not None:
-                        assert self._nursery is not None
-                        await parallel.start(event, self._nursery)
-                    else:
-                        await self._callback(handler.on_message, self, event)
-                elif kind is Ping:
-                    await self._callback(handler.on_ping, self, event.payload)
-                elif kind is Pong:
-                    if self._pong_seen is not None:
-                        self._pong_seen.set()
-                    if self._pings:
-                        self._answered(event.payload)
-                    await self._callback(handler.on_pong, self, event.payload)
-                elif kind is StreamData:
-                    assert self._stream_in is not None
-                    await self._stream_in._put(event.data)
-                elif kind is StreamStart:
-                    await self._start_stream(event.opcode)
-                elif kind is StreamEnd:
-                    await self._end_stream(event.data)
-                else:
-                    assert isinstance(event, CloseReceived)
-                    self._lifecycle.remote_close(event.code, event.reason)
-                    self._transition(f"the peer closes with {event.code}")
-                    return event
-        finally:
-            writer.cork_task = None
-        if writer.has_unsent:
-            await writer.flush_before_read()
-        return None
-
-    async def _receive_with_deadline(self, size: int) -> bytes | bytearray:
-        with trio.CancelScope(deadline=self._read_deadline) as scope:
-            self._receive_scope = scope
-            try:
-                return await self._transport.receive_some(size)
-            finally:
-                self._receive_scope = None
-        raise WebSocketTimeoutError("read deadline passed without data from the peer")
-
-    async def _callback(
-        self, method: Callable[..., Coroutine[Any, Any, None]], *args: Any
-    ) -> None:
-        try:
-            if self._writer.cork_task is None:
-                await method(*args)
-            else:
-                # Run it by hand: most handlers finish without blocking (the common
-                # echo, a corked write); one that blocks must not hold corked frames.
-                coro = method(*args)
-                try:
-                    trap = coro.send(None)
-                except StopIteration:
-                    pass
-                else:
-                    await resume_corked(coro, trap, self._writer.flush_soon)
-        except ConnectionClosed:
-            if self._lifecycle.broken or not self._lifecycle.closing:
-                raise  # our own write failed: a transport problem, not a handler bug
-            # We began closing (our close frame is sent or queued) and a handler's write
-            # lost that race: not a failure. Keep reading until the peer's close frame,
-            # or the close handshake (and the close frame itself) would be cut short.
-        except Exception as exc:
-            name = getattr(method, "__name__", "callback")
-            self._config.logger.exception("%s raised in %s", name, self)
-            raise HandlerError(f"{name} raised {exc!r}") from exc
-
-    async def _run_in_parallel(self, item: Message | MessageStream) -> None:
-        """A parallel handler task: ``on_message``, or ``on_stream`` for a stream."""
-        if type(item) is MessageStream:
-            try:
-                await self._callback(self._handler.on_stream, self, item)
-            finally:
-                item._abandon()
-                item.done.set()
-        else:
-            await self._callback(self._handler.on_message, self, item)
+        await end(self, outcome)
 
     # -- streamed messages -----------------------------------------------------------
-
-    async def _start_stream(self, opcode: Opcode) -> None:
-        """A message begins for ``on_stream``: its handler starts now, in a task of its
-        own (the reader keeps reading the message's frames and hands them over)."""
-        stream = self._stream_in = MessageStream(opcode)
-        assert self._nursery is not None
-        if self._parallel is not None:
-            await self._parallel.start(stream, self._nursery)
-        else:
-            self._nursery.start_soon(self._run_stream, stream)
-
-    async def _run_stream(self, stream: MessageStream) -> None:
-        try:
-            await self._callback(self._handler.on_stream, self, stream)
-        except HandlerError as exc:
-            self._fail_soon(exc)
-        except ConnectionClosed:
-            pass  # the connection is ending; listen() reports why
-        finally:
-            stream._abandon()
-            stream.done.set()
-
-    async def _end_stream(self, last: bytes) -> None:
-        """The message is complete. A sequential handler must finish with it before
-        the next message is read (in parallel the limiter is the bound)."""
-        stream = self._stream_in
-        assert stream is not None
-        if last:
-            await stream._put(last)
-        stream._finish()
-        self._stream_in = None
-        if self._parallel is None:
-            await stream.done.wait()
 
     def message_writer(self, opcode: Opcode | int) -> MessageWriter:
         """Send one message in fragments, as its bytes become available.
@@ -786,143 +553,3 @@ class Conn(trio.abc.AsyncResource):
             async for chunk in chunks_of(source, chunk_size):
                 await writer.write(chunk)
             return writer.sent
-
-    # -- ending ----------------------------------------------------------------------
-
-    async def _closing_phase(self, outcome: Outcome) -> None:
-        """Answer or send the close frame, then let the peer close first (bounded)."""
-        self._fail_stream()
-        self._arm_close_deadline()
-        lifecycle = self._lifecycle
-        writer = self._writer
-        with trio.CancelScope(deadline=self._close_deadline):
-            try:
-                if isinstance(outcome, CloseReceived):
-                    await self._let_handlers_finish()
-                    reply = lifecycle.reply_payload()
-                    if reply is not None:
-                        self._transition("we answer the peer's close")
-                        await writer.write_close(reply)
-                    await writer.wait_flushed()  # e.g. our own close, still being sent
-                    if not self._is_server:
-                        await self._wait_for_eof()
-                    return
-                if not lifecycle.owes_failure_close(outcome):
-                    # No close frame to send (the transport broke...): an on_stream
-                    # told so by its iteration still gets to clean up before on_error.
-                    await self._let_stream_finish()
-                    return
-                await self._let_handlers_finish()
-                payload = lifecycle.failure_payload(outcome)
-                if payload is None:
-                    return  # the transport broke meanwhile, or a handler closed
-                self._transition(f"we fail with {outcome.close_code}")
-                await writer.write_close(payload)
-                await self._wait_for_eof()
-            except ConnectionClosed:
-                pass  # the peer is gone: nothing more to say
-
-    async def _let_handlers_finish(self) -> None:
-        """Parallel handlers (and an on_stream still reading) answer before our close
-        frame; they get half of close_timeout, so the close frame still fits in it."""
-        if self._parallel is not None:
-            await self._parallel.finish(self._config.close_timeout / 2)
-        else:
-            await self._let_stream_finish()
-
-    async def _let_stream_finish(self) -> None:
-        """An on_stream reading a message that will never end (its iteration raises)
-        gets half of close_timeout to return."""
-        if self._stream_in is not None:
-            with trio.move_on_after(self._config.close_timeout / 2):
-                await self._stream_in.done.wait()
-
-    def _fail_stream(self) -> None:
-        """The connection ends in the middle of a streamed message: its reader's
-        iteration raises (how it ended is the cause)."""
-        stream = self._stream_in
-        if stream is None:
-            return
-        failure = self._lifecycle.failure
-        if failure is not None:
-            code = failure.close_code
-            error: ConnectionClosed = ConnectionClosedError(
-                f"the connection failed in the middle of a message: {failure}",
-                code if code is not None else CloseCode.ABNORMAL)
-            error.__cause__ = failure
-        else:
-            error = self._lifecycle.closed_error()
-        stream._fail(error)
-
-    async def _wait_for_eof(self) -> None:
-        """After our close frame: let the peer close the TCP connection, or close it
-        first as a server should (RFC 6455 7.1.1) without leaving unread input behind
-        (closing with unread input makes the kernel answer with a reset, which can
-        destroy our close frame before the peer reads it).
-
-        A server half-closes (FIN) and drains until the peer's EOF. Where it cannot
-        half-close (TLS), it drains until the peer answered (at once if the peer's
-        close frame, valid or not, already came) and then went quiet for ``_QUIET``
-        seconds, and closes itself. A client drains until the server closes.
-        """
-        transport = self._transport
-        size = self._config.read_buffer_size
-        try:
-            if not self._is_server or await half_close(transport.stream):
-                while await transport.receive_some(size):
-                    pass
-                return
-            # Its close frame (even an invalid one) was the peer's last word: nothing
-            # more will come, and it waits for us to close.
-            if self._reader.close_seen or not await transport.receive_some(size):
-                return
-            while True:
-                with trio.move_on_after(_QUIET):
-                    if not await transport.receive_some(size):
-                        return
-                    continue
-                return  # quiet: the peer said what it had to say
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    async def _end(self, outcome: Outcome, *, shielded: bool = False) -> None:
-        """Close the stream and tell the handler how the connection ended, once."""
-        if self._lifecycle.ended:
-            return
-        self._lifecycle.end()
-        self._transition("ended")
-        # Shielded: under an outer cancellation aclose would raise Cancelled again
-        # and skip the report.
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(self._transport.stream)
-        dropped = self._writer.fail_queue()
-        for ping in (self._pings or {}).values():
-            ping.done.set()  # no pong will come: ping() raises ConnectionClosed
-        if dropped:
-            # Never silently: the log says it, and so does the error on_error gets.
-            self._config.logger.warning("%s ended with %d queued message(s) unsent",
-                                        self, dropped)
-            if isinstance(outcome, WebSocketError) and len(outcome.args) == 1:
-                outcome.args = (f"{outcome.args[0]} ({dropped} queued message(s) not sent)",)
-        try:
-            await self._notify(outcome, shielded)
-        finally:
-            if self._ended is not None:
-                self._ended.set()
-
-    async def _notify(self, outcome: Outcome, shielded: bool) -> None:
-        with trio.CancelScope(shield=shielded) as scope:
-            if shielded:
-                scope.deadline = trio.current_time() + self._config.close_timeout
-            try:
-                if isinstance(outcome, CloseReceived):
-                    await self._handler.on_close(self, outcome.code, outcome.reason)
-                else:
-                    error: Exception = outcome
-                    if isinstance(outcome, HandlerError) and isinstance(
-                        outcome.__cause__, Exception
-                    ):
-                        error = outcome.__cause__
-                    await self._handler.on_error(self, error)
-            except Exception:
-                self._config.logger.exception("on_close/on_error raised in %s", self)

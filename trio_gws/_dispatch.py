@@ -1,0 +1,261 @@
+"""Reading and dispatching: the read phase of ``Conn.listen()``.
+
+The read phase feeds the transport's bytes to the pure ``FrameReader`` and awaits
+the handler for each event, in wire order, before reading further: back-pressure
+comes for free. What a sequential handler writes while one read is handled is corked
+(``FrameWriter``) and leaves in one send before the next read. Parallel handlers
+(``_parallel``) and streamed messages (``on_stream``, ``_streams``) run in tasks of
+their own in the connection's helper nursery.
+
+These are functions of a ``Conn`` rather than its methods only to keep ``_conn``
+readable; they use its private state, which nothing else touches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Union
+
+import trio
+
+from ._errors import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    HandlerError,
+    ProtocolError,
+    WebSocketError,
+    WebSocketTimeoutError,
+)
+from ._frames import CloseReceived, Ping, Pong, StreamData, StreamEnd, StreamStart
+from ._keepalive import answered
+from ._stepping import resume_corked
+from ._streams import MessageStream
+from ._transport import translate_socket_error
+from ._types import CloseCode, Message, Opcode
+
+if TYPE_CHECKING:
+    from ._conn import Conn
+
+#: The most one read asks for while a large frame's payload is arriving.
+_LARGE_READ = 1024 * 1024
+
+#: How a read phase ends: the peer's close frame, or the failure that ended it.
+Outcome = Union[WebSocketError, CloseReceived]
+
+
+async def read_phase(conn: Conn) -> Outcome:
+    """Handle events in wire order until the peer's close frame or a failure."""
+    lifecycle = conn._lifecycle
+    try:
+        with conn._read_scope:
+            await callback(conn, conn._handler.on_open, conn)
+            # The loop is here, not in a helper: an idle connection waits in the
+            # receive with one coroutine frame less (memory per connection). The
+            # receive is the transport's raw one; its OSErrors are translated below.
+            receive = conn._transport.fast_receive
+            reader = conn._reader
+            size = conn._config.read_buffer_size
+            data: bytes | bytearray = conn._leftover
+            conn._leftover = b""
+            while True:
+                if data:
+                    close = await handle_read(conn, data)
+                    if close is not None:
+                        return close
+                # The rest of a large frame in one read: fewer system calls and
+                # pieces to join (its size is already bounded by the reader).
+                want = max(size, min(reader.frame_remaining, _LARGE_READ))
+                if conn._read_deadline == math.inf:
+                    try:
+                        data = await receive(want)
+                    except OSError as exc:
+                        raise translate_socket_error(exc) from None
+                else:
+                    data = await receive_with_deadline(conn, want)
+                if not data:
+                    raise ConnectionClosedError(
+                        "the peer closed the stream without a close frame")
+    except (ProtocolError, HandlerError, WebSocketTimeoutError, ConnectionClosed) as exc:
+        conn._fail_soon(exc)
+        return lifecycle.failure or exc
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        lifecycle.transport_broken(ConnectionClosedError(f"transport failed: {exc!r}"))
+        assert lifecycle.failure is not None
+        return lifecycle.failure
+    # Only the read scope's own cancellation gets here.
+    if lifecycle.failure is None:
+        conn._fail_soon(WebSocketTimeoutError(
+            f"no close frame from the peer within {conn._config.close_timeout}s"))
+    assert lifecycle.failure is not None
+    return lifecycle.failure
+
+
+async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | None:
+    """Hand the events of one read to the handler, in order; the close, if any.
+
+    Sequential handlers run in this task: what they write is corked and leaves in
+    one piece before the next read (see FrameWriter).
+    """
+    handler = conn._handler
+    writer = conn._writer
+    parallel = conn._parallel
+    trace = conn._trace
+    writer.cork_task = None if parallel else conn._reader_task
+    try:
+        event: Any  # dispatched on its exact type: cheaper than isinstance chains
+        for event in conn._reader.receive(data):
+            if trace:
+                conn._log("< %r", event)
+            kind = type(event)
+            if kind is Message:
+                if parallel is not None:
+                    assert conn._nursery is not None
+                    await parallel.start(event, conn._nursery)
+                else:
+                    await callback(conn, handler.on_message, conn, event)
+            elif kind is Ping:
+                await callback(conn, handler.on_ping, conn, event.payload)
+            elif kind is Pong:
+                if conn._pong_seen is not None:
+                    conn._pong_seen.set()
+                if conn._pings:
+                    answered(conn, event.payload)
+                await callback(conn, handler.on_pong, conn, event.payload)
+            elif kind is StreamData:
+                assert conn._stream_in is not None
+                await conn._stream_in._put(event.data)
+            elif kind is StreamStart:
+                await start_stream(conn, event.opcode)
+            elif kind is StreamEnd:
+                await end_stream(conn, event.data)
+            else:
+                assert isinstance(event, CloseReceived)
+                conn._lifecycle.remote_close(event.code, event.reason)
+                conn._transition(f"the peer closes with {event.code}")
+                return event
+    finally:
+        writer.cork_task = None
+    if writer.has_unsent:
+        await writer.flush_before_read()
+    return None
+
+
+async def receive_with_deadline(conn: Conn, size: int) -> bytes | bytearray:
+    with trio.CancelScope(deadline=conn._read_deadline) as scope:
+        conn._receive_scope = scope
+        try:
+            return await conn._transport.receive_some(size)
+        finally:
+            conn._receive_scope = None
+    raise WebSocketTimeoutError("read deadline passed without data from the peer")
+
+
+async def callback(conn: Conn, method: Callable[..., Coroutine[Any, Any, None]],
+                   *args: Any) -> None:
+    """Await a handler callback; an exception is logged and becomes a HandlerError.
+
+    In the reader's task (corking on) it is run by hand: most handlers (an echo, a
+    corked write) finish without blocking and cost no wrapper; one that blocks first
+    hands its corked frames to a flush task (see ``_stepping``).
+    """
+    try:
+        if conn._writer.cork_task is None:
+            await method(*args)
+        else:
+            # Run it by hand: most handlers finish without blocking (the common
+            # echo, a corked write); one that blocks must not hold corked frames.
+            coro = method(*args)
+            try:
+                trap = coro.send(None)
+            except StopIteration:
+                pass
+            else:
+                await resume_corked(coro, trap, conn._writer.flush_soon)
+    except ConnectionClosed:
+        if conn._lifecycle.broken or not conn._lifecycle.closing:
+            raise  # our own write failed: a transport problem, not a handler bug
+        # We began closing (our close frame is sent or queued) and a handler's write
+        # lost that race: not a failure. Keep reading until the peer's close frame,
+        # or the close handshake (and the close frame itself) would be cut short.
+    except Exception as exc:
+        name = getattr(method, "__name__", "callback")
+        conn._config.logger.exception("%s raised in %s", name, conn)
+        raise HandlerError(f"{name} raised {exc!r}") from exc
+
+
+async def run_in_parallel(conn: Conn, item: Message | MessageStream) -> None:
+    """A parallel handler task: ``on_message``, or ``on_stream`` for a stream."""
+    if type(item) is MessageStream:
+        try:
+            await callback(conn, conn._handler.on_stream, conn, item)
+        finally:
+            item._abandon()
+            item.done.set()
+    else:
+        await callback(conn, conn._handler.on_message, conn, item)
+
+
+# -- streamed messages (on_stream) -------------------------------------------------
+
+
+async def start_stream(conn: Conn, opcode: Opcode) -> None:
+    """A message begins for ``on_stream``: its handler starts now, in a task of its
+    own (the reader keeps reading the message's frames and hands them over)."""
+    stream = conn._stream_in = MessageStream(opcode)
+    assert conn._nursery is not None
+    if conn._parallel is not None:
+        await conn._parallel.start(stream, conn._nursery)
+    else:
+        conn._nursery.start_soon(run_stream, conn, stream)
+
+
+async def run_stream(conn: Conn, stream: MessageStream) -> None:
+    try:
+        await callback(conn, conn._handler.on_stream, conn, stream)
+    except HandlerError as exc:
+        conn._fail_soon(exc)
+    except ConnectionClosed:
+        pass  # the connection is ending; listen() reports why
+    finally:
+        stream._abandon()
+        stream.done.set()
+
+
+async def end_stream(conn: Conn, last: bytes) -> None:
+    """The message is complete. A sequential handler must finish with it before
+    the next message is read (in parallel the limiter is the bound)."""
+    stream = conn._stream_in
+    assert stream is not None
+    if last:
+        await stream._put(last)
+    stream._finish()
+    conn._stream_in = None
+    if conn._parallel is None:
+        await stream.done.wait()
+
+
+def fail_stream(conn: Conn) -> None:
+    """The connection ends in the middle of a streamed message: its reader's
+    iteration raises (how it ended is the cause)."""
+    stream = conn._stream_in
+    if stream is None:
+        return
+    failure = conn._lifecycle.failure
+    if failure is not None:
+        code = failure.close_code
+        error: ConnectionClosed = ConnectionClosedError(
+            f"the connection failed in the middle of a message: {failure}",
+            code if code is not None else CloseCode.ABNORMAL)
+        error.__cause__ = failure
+    else:
+        error = conn._lifecycle.closed_error()
+    stream._fail(error)
+
+
+async def let_stream_finish(conn: Conn) -> None:
+    """An on_stream reading a message that will never end (its iteration raises)
+    gets half of close_timeout to return."""
+    if conn._stream_in is not None:
+        with trio.move_on_after(conn._config.close_timeout / 2):
+            await conn._stream_in.done.wait()
