@@ -206,6 +206,7 @@ def main() -> None:
     runner.add_argument("--rounds", type=int, default=3)
     runner.add_argument("--retry-contended", type=int, default=2,
                         help="as run.py's (default 2)")
+    runner.add_argument("--nice", type=int, default=0, help="as run.py's")
     runner.add_argument("--out", type=Path, default=HERE / ".variants" / "runs",
                         help="folder for each group's JSON and report")
     rep = sub.add_parser("report")
@@ -237,6 +238,7 @@ def main() -> None:
         cmd = [sys.executable, str(HERE / "run.py"), "--servers", OURS,
                "--scenarios", GROUPS[group], "--rounds", str(args.rounds),
                "--retry-contended", str(args.retry_contended), "--json", str(out),
+               "--nice", str(args.nice),
                *(f"--variant={t.name}={trees[t.name]}" for t in members)]
         print(f"group {group}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         with open(args.out / f"ablation-{group}.md", "w") as md:

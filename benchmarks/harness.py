@@ -238,6 +238,35 @@ class Pinning:
             return ["taskset", "-c", core, *cmd]
         return cmd
 
+    @property
+    def own_autogroup(self) -> bool:
+        """Give each process its own session, and its autogroup our nice value.
+
+        With the kernel's autogroup scheduling (``kernel.sched_autogroup_enabled``) a
+        process's nice value only counts inside its session: against another session
+        (another agent's fuzzer at nice 19, say) the two sessions get equal shares
+        whatever their processes' nice values. The autogroup's own nice is what counts.
+        """
+        return bool(self.nice) and AUTOGROUP_ENABLED
+
+    def started(self, proc: subprocess.Popen[Any]) -> None:
+        """Set the autogroup nice of a process started with ``start_new_session``."""
+        if self.own_autogroup:
+            try:
+                Path(f"/proc/{proc.pid}/autogroup").write_text(str(self.nice))
+            except OSError:
+                pass  # not allowed (a negative value needs root): the process nice stays
+
+
+def _autogroup_enabled() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+AUTOGROUP_ENABLED = _autogroup_enabled()
+
 
 @dataclass
 class ServerProcess:
@@ -303,7 +332,10 @@ def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
             p for p in (str(code), env.get("PYTHONPATH", "")) if p)
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                cwd=SERVERS_DIR, env=env)
+                                cwd=SERVERS_DIR, env=env,
+                                start_new_session=pinning.own_autogroup and prefix is None)
+    if prefix is None:
+        pinning.started(proc)
     sp = ServerProcess(proc, port, log)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -344,11 +376,19 @@ def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing,
     cmd = pinning.wrap(loadgen_command(scenario, server.port, server.pid, timing),
                        pinning.client_core)
     budget = timing.warmup + timing.duration + 6 * timing.settle + 90
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed ({done.returncode}): "
-                           + "\n".join(done.stderr.splitlines()[-8:]))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=pinning.own_autogroup) as proc:
+        pinning.started(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=budget)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): "
+                           + "\n".join(stderr.splitlines()[-8:]))
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning,

@@ -437,8 +437,9 @@ def render_meta(meta: dict[str, Any]) -> str:
         (f"- Pinning: servers on core {meta['pinning']['server_core']}, load generator on "
          f"core {meta['pinning']['client_core']}" if meta["pinning"]["enabled"] else
          "- Pinning: off")
-        + (f"; both under nice {meta['pinning']['nice']}" if meta["pinning"].get("nice")
-           else ""),
+        + (f"; both under nice {meta['pinning']['nice']}"
+           + (" (and so are their autogroups)" if meta.get("autogroup") else "")
+           if meta["pinning"].get("nice") else ""),
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         code_line(meta.get("trio_gws_code")),
         *(f"- {VARIANT_PREFIX}{name} code: {describe_code(info)}"
@@ -535,7 +536,8 @@ def main() -> None:
                              "window; the discarded tries stay in the JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--nice", type=int, default=0,
-                        help="run servers and load generator under `nice -n N` (N < 0 needs "
+                        help="run servers and load generator under `nice -n N`, each in "
+                             "a session whose autogroup gets nice N too (N < 0 needs "
                              "root and takes CPU from everything else on the machine)")
     parser.add_argument("--from-json", type=Path,
                         help="do not measure: re-render the report of a saved run")
@@ -583,6 +585,7 @@ def main() -> None:
         "rounds": rounds, "timing": vars(timing), "pinning": vars(pinning),
         "servers": servers, "scenarios": scenarios,
         "machine": machine(), "versions": versions(), "loadavg_start": os.getloadavg(),
+        "autogroup": pinning.own_autogroup,
     }
     records: list[dict[str, Any]] = []
     done = 0
