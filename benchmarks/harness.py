@@ -32,32 +32,120 @@ CLIENT_CORE = "1"
 #: run.py: others may edit the working tree while a run is going on).
 CODE_SNAPSHOT: Path | None = None
 
+#: The working tree's package (the reference code, and where the compiled speedups are).
+SOURCE_PACKAGE = HERE.parent / "trio_gws"
+
+
+def _digest(package: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _git(*args: str, cwd: Path = HERE.parent, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _add_speedups(package: Path, info: dict[str, Any]) -> None:
+    """Give a copied package the working tree's compiled ``_speedups`` if it has none.
+
+    A copy from git has sources only; without the extension the masking falls back to
+    pure Python (several times slower), which would be measured instead of the code.
+    """
+    if any(package.glob("_speedups*.so")) or any(package.glob("_speedups*.pyd")):
+        info["speedups"] = "its own"
+        return
+    built = sorted(SOURCE_PACKAGE.glob("_speedups*.so")) + sorted(
+        SOURCE_PACKAGE.glob("_speedups*.pyd"))
+    if not built:
+        info["speedups"] = "none (not built in the working tree: run `make install`)"
+        return
+    for path in built:
+        shutil.copy2(path, package / path.name)
+    info["speedups"] = "copied from the working tree"
+    mine, theirs = package / "_speedups.c", SOURCE_PACKAGE / "_speedups.c"
+    if mine.exists() and theirs.exists() and mine.read_bytes() != theirs.read_bytes():
+        info["speedups"] += " (NOTE: its _speedups.c differs from the working tree's)"
+
+
+def check_import(code: Path) -> bool:
+    """Make sure a server started with ``code`` first on PYTHONPATH imports trio_gws from
+    it (RuntimeError otherwise); whether it runs with the compiled speedups."""
+    probe = ("import trio_gws, trio_gws._mask as m; "
+             "print(trio_gws.__file__); print(m.SPEEDUPS)")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=SERVERS_DIR, env=env, timeout=60)
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) != 2:
+        raise RuntimeError(f"trio_gws from {code} does not import: {done.stderr[-800:]}")
+    if not Path(lines[0]).resolve().is_relative_to(code.resolve()):
+        raise RuntimeError(f"trio_gws was imported from {lines[0]}, not from {code}")
+    return lines[1] == "True"
+
 
 def snapshot_trio_gws(into: Path) -> dict[str, Any]:
     """Copy the working tree's trio_gws/ into ``into`` and use it for every server."""
     global CODE_SNAPSHOT
-    source = HERE.parent / "trio_gws"
-    info: dict[str, Any] = {"source": str(source)}
-    if not source.is_dir():
+    info: dict[str, Any] = {"source": str(SOURCE_PACKAGE)}
+    if not SOURCE_PACKAGE.is_dir():
         info["note"] = "no trio_gws/ beside benchmarks/: using the installed package"
         return info
-    shutil.copytree(source, into / "trio_gws",
+    shutil.copytree(SOURCE_PACKAGE, into / "trio_gws",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    digest = hashlib.sha256()
-    for path in sorted((into / "trio_gws").rglob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    info["sha256"] = digest.hexdigest()[:16]
+    info["sha256"] = _digest(into / "trio_gws")
+    info["compiled_speedups"] = check_import(into)
     try:
-        git = ["git", "-C", str(HERE.parent)]
-        info["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True,
-                                          timeout=10).stdout.strip()
-        info["uncommitted_changes"] = bool(subprocess.run(
-            git + ["status", "--porcelain", "--", "trio_gws"], capture_output=True,
-            text=True, timeout=10).stdout.strip())
+        info["git_head"] = _git("rev-parse", "--short", "HEAD", timeout=10).stdout.strip()
+        info["uncommitted_changes"] = bool(_git("status", "--porcelain", "--", "trio_gws",
+                                                timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
     CODE_SNAPSHOT = into
+    return info
+
+
+def snapshot_variant(spec: str, into: Path) -> dict[str, Any]:
+    """Freeze the code of a variant into ``into``/trio_gws; what it is, for the report.
+
+    ``spec`` is a folder that holds a ``trio_gws/`` package (or is one), or else a git
+    revision of this repository (its ``trio_gws/`` is extracted with ``git archive``).
+    Either way the copy gets the working tree's compiled speedups when it has none, and
+    is checked to import from the copy with them.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    folder = Path(spec).expanduser()
+    info: dict[str, Any] = {"spec": spec}
+    if folder.is_dir():
+        package = folder / "trio_gws" if (folder / "trio_gws").is_dir() else folder
+        if not (package / "__init__.py").exists():
+            raise ValueError(f"{spec}: no trio_gws/ package in this folder")
+        shutil.copytree(package, into / "trio_gws",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        info["source"] = str(package.resolve())
+    else:
+        rev = _git("rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}", timeout=10)
+        if rev.returncode != 0:
+            raise ValueError(f"{spec}: neither a folder nor a git revision of "
+                             f"{HERE.parent}")
+        commit = rev.stdout.strip()
+        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", "--format=tar",
+                                  commit, "trio_gws"], capture_output=True, timeout=60)
+        if archive.returncode != 0:
+            raise ValueError(f"{spec}: git archive failed: {archive.stderr.decode()[-300:]}")
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True,
+                       capture_output=True, timeout=60)
+        info["git_commit"] = commit[:12]
+    _add_speedups(into / "trio_gws", info)
+    info["sha256"] = _digest(into / "trio_gws")
+    info["compiled_speedups"] = check_import(into)
+    if CODE_SNAPSHOT is not None and info["compiled_speedups"] != check_import(CODE_SNAPSHOT):
+        raise RuntimeError(f"variant {spec}: compiled speedups "
+                           f"{'on' if info['compiled_speedups'] else 'off'}, unlike trio-gws: "
+                           "the comparison would measure them, not the code")
     return info
 
 
@@ -66,6 +154,9 @@ class Server:
     name: str
     script: str
     compression: bool     # permessage-deflate available
+    #: A folder with the trio_gws/ this server imports first (a variant); None: the
+    #: run's snapshot of the working tree (CODE_SNAPSHOT).
+    code: Path | None = None
 
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
@@ -77,6 +168,15 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("picows", "picows_server.py", False),
 )}
 OURS = "trio-gws"
+#: A variant NAME of trio-gws is the server "trio-gws@NAME".
+VARIANT_PREFIX = OURS + "@"
+
+
+def add_variant(name: str, code: Path) -> Server:
+    """Register "trio-gws@NAME": the trio-gws echo server importing ``code``/trio_gws."""
+    server = Server(VARIANT_PREFIX + name, SERVERS[OURS].script, True, code=code)
+    SERVERS[server.name] = server
+    return server
 
 
 @dataclass(frozen=True)
@@ -138,6 +238,35 @@ class Pinning:
             return ["taskset", "-c", core, *cmd]
         return cmd
 
+    @property
+    def own_autogroup(self) -> bool:
+        """Give each process its own session, and its autogroup our nice value.
+
+        With the kernel's autogroup scheduling (``kernel.sched_autogroup_enabled``) a
+        process's nice value only counts inside its session: against another session
+        (another agent's fuzzer at nice 19, say) the two sessions get equal shares
+        whatever their processes' nice values. The autogroup's own nice is what counts.
+        """
+        return bool(self.nice) and AUTOGROUP_ENABLED
+
+    def started(self, proc: subprocess.Popen[Any]) -> None:
+        """Set the autogroup nice of a process started with ``start_new_session``."""
+        if self.own_autogroup:
+            try:
+                Path(f"/proc/{proc.pid}/autogroup").write_text(str(self.nice))
+            except OSError:
+                pass  # not allowed (a negative value needs root): the process nice stays
+
+
+def _autogroup_enabled() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+AUTOGROUP_ENABLED = _autogroup_enabled()
+
 
 @dataclass
 class ServerProcess:
@@ -196,13 +325,17 @@ def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
     cmd = [*prefix, *cmd] if prefix is not None else pinning.wrap(cmd, pinning.server_core)
     log = logdir / f"{server.name}-{port}.log"
     env = None
-    if CODE_SNAPSHOT is not None:
+    code = server.code or CODE_SNAPSHOT
+    if code is not None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(CODE_SNAPSHOT), env.get("PYTHONPATH", "")) if p)
+            p for p in (str(code), env.get("PYTHONPATH", "")) if p)
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                cwd=SERVERS_DIR, env=env)
+                                cwd=SERVERS_DIR, env=env,
+                                start_new_session=pinning.own_autogroup and prefix is None)
+    if prefix is None:
+        pinning.started(proc)
     sp = ServerProcess(proc, port, log)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -243,11 +376,19 @@ def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing,
     cmd = pinning.wrap(loadgen_command(scenario, server.port, server.pid, timing),
                        pinning.client_core)
     budget = timing.warmup + timing.duration + 6 * timing.settle + 90
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed ({done.returncode}): "
-                           + "\n".join(done.stderr.splitlines()[-8:]))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=pinning.own_autogroup) as proc:
+        pinning.started(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=budget)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): "
+                           + "\n".join(stderr.splitlines()[-8:]))
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning,

@@ -29,7 +29,7 @@ import zlib
 from collections import deque
 from typing import Any
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 # benchmarks/ is sys.path[0] (harness.py runs this file as a script)
 from servers._common import raise_fd_limit
@@ -273,7 +273,7 @@ async def open_connections(count: int, factory: Any, url: str, extra_headers: An
 async def close_all(opened: list[tuple[WSTransport, Any]], timeout: float = 3.0) -> None:
     for transport, _ in opened:
         if not transport.is_disconnected and not transport.is_close_frame_sent:
-            transport.send_close()
+            transport.send_close(WSCloseCode.OK)  # picows's default code is 0: invalid
     waits = [asyncio.ensure_future(t.wait_disconnected()) for t, _ in opened]
     if waits:
         done, pending = await asyncio.wait(waits, timeout=timeout)
@@ -450,7 +450,9 @@ async def run_handshake(args: argparse.Namespace) -> dict[str, Any]:
                 transport, _ = await asyncio.wait_for(
                     ws_connect(DialClient, args.url, websocket_handshake_timeout=10), 10)
                 opened = time.perf_counter()
-                transport.send_close()
+                # A clean close (1000): picows's default sends code 0, which RFC 6455
+                # forbids, so every server failed the connection with 1002 instead.
+                transport.send_close(WSCloseCode.OK)
                 await asyncio.wait_for(transport.wait_disconnected(), 10)
             except Exception as exc:  # noqa: BLE001 - report, keep going
                 stats.error(f"dial: {exc!r}")

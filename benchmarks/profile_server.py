@@ -17,12 +17,15 @@ The server (benchmarks/servers/trio_gws_server.py, default Config) runs pinned t
   cumtime % are shares of busy time. It slows the server down several times and
   inflates small functions; use it for call counts.
 
-Add ``--save FILE`` to keep the raw profile (py-spy raw stacks, or a pstats file).
+Add ``--save FILE`` to keep the raw profile (py-spy raw stacks, or a pstats file), and
+``--code SPEC`` to profile another trio_gws/ than the installed one: a folder holding
+it or a git revision (as ``run.py --variant``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pstats
 import shutil
 import signal
@@ -33,7 +36,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import OURS, SCENARIOS, SERVERS, Pinning, Timing, run_loadgen, start_server
+from harness import (OURS, SCENARIOS, SERVERS, Pinning, Timing, run_loadgen,
+                     snapshot_variant, start_server)
 
 
 def py_spy_path() -> str | None:
@@ -125,6 +129,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path, help="keep the raw profile here")
+    parser.add_argument("--code", metavar="SPEC",
+                        help="profile this trio_gws/ (a folder holding it, or a git "
+                             "revision) instead of the installed package")
     parser.add_argument("--no-pin", action="store_true")
     args = parser.parse_args()
     if not 0 < args.duration <= 60:
@@ -136,6 +143,14 @@ def main() -> None:
     timing = Timing(warmup=args.warmup, duration=args.duration)
     with tempfile.TemporaryDirectory(prefix="trio-gws-profile-") as tmp:
         tmpdir = Path(tmp)
+        code = "the installed trio_gws"
+        if args.code:
+            try:
+                info = snapshot_variant(args.code, tmpdir / "code")
+            except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                sys.exit(f"--code {args.code}: {exc}")
+            server = dataclasses.replace(server, code=tmpdir / "code")
+            code = f"--code {args.code} (sha256 {info['sha256']})"
         raw = args.save or tmpdir / ("profile.txt" if args.tool == "py-spy" else "profile.prof")
         if args.tool == "py-spy":
             spy = py_spy_path()
@@ -160,7 +175,7 @@ def main() -> None:
         finally:
             sp.stop(stop_signal, timeout=30)
         print(f"## trio-gws server profile: ({scenario.key}) {scenario.title}, "
-              f"tool {args.tool}\n")
+              f"tool {args.tool}, {code}\n")
         if result.get("mode") == "handshake":
             print(f"load: {result['handshakes_per_s']:,.0f} handshakes/s", end="")
         else:

@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/run.py            # 3 rounds, every server and scenario
     .venv/bin/python benchmarks/run.py --quick    # 1 short round (smoke test)
+    .venv/bin/python benchmarks/run.py --servers trio-gws --variant before=HEAD~1
 
 Each measurement starts a fresh server (benchmarks/servers/NAME.py) pinned to core 0 and
 a fresh load generator (benchmarks/loadgen.py: picows on uvloop) pinned to core 1, all
 on 127.0.0.1. Rounds are interleaved: round -> scenario -> every server (the server
 order rotates each round). The report gives medians over rounds and, for every peer,
-the median over rounds of the same-round ratio trio-gws / peer. See README.md.
+the median over rounds of the same-round ratio trio-gws / peer. ``--variant NAME=SPEC``
+adds the server "trio-gws@NAME" running another trio_gws/ (a folder or a git revision),
+compared the same way. See README.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -28,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import OURS, SCENARIOS, SERVERS, HERE, Pinning, Timing, measure
+from harness import (OURS, SCENARIOS, SERVERS, HERE, VARIANT_PREFIX, Pinning, Timing,
+                     measure)
 
 # The load generator was the bottleneck when it used (or waited for) >= 90% of its core
 # (CPU time + run-queue wait, from /proc) while the server used < 80% of its own core.
@@ -131,7 +136,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
     for skey, scenario in SCENARIOS.items():
         rows: dict[str, dict[str, Any]] = {}
         ours = {r["round"]: ok_result(r) for r in by.get((skey, OURS), [])}
-        for name in SERVERS:
+        # The peers in their usual order, then the variants in the order they were run.
+        names = [*SERVERS, *dict.fromkeys(r["server"] for r in records
+                                          if r["server"] not in SERVERS)]
+        for name in names:
             recs = by.get((skey, name), [])
             if not recs:
                 continue
@@ -168,6 +176,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
             row["contended_rounds"] = sum(
                 1 for res in results
                 if res.get("server_runqueue_wait_frac", 0) >= CONTENDED_SERVER_WAIT)
+            row["retried"] = sum(len(r.get("discarded", ())) for r in recs)
             rows[name] = row
         summary[skey] = rows
     return summary
@@ -237,6 +246,8 @@ def notes(row: dict[str, Any]) -> str:
     if row.get("contended_rounds"):
         parts.append(f"server core contended in {row['contended_rounds']}/"
                      f"{row['valid_rounds']} rounds")
+    if row.get("retried"):
+        parts.append(f"{row['retried']} disturbed tries measured again")
     if row.get("errors"):
         parts.append(f"{int(row['errors'])} errors ({'; '.join(row['error_samples'])})")
     if row.get("valid_rounds", 0) < row.get("rounds", 0):
@@ -307,6 +318,7 @@ def render(summary: dict[str, dict[str, dict[str, Any]]], targets: list[dict[str
               f"{fmt(row.get('server_cpu_us_per_handshake'), 1)} | {ratio_cell(name, row, 'cpu_ratio')} | "
               f"{pct(row.get('server_cpu_frac'))} | {pct(row.get('client_cpu_frac'))} | "
               f"{notes(row)} |")
+    lines.extend(render_variants(summary))
     w("")
     w("### Targets (trio-gws vs peer, same run)")
     w("")
@@ -363,6 +375,48 @@ def code_line(code: dict[str, Any] | None) -> str:
             f"{code['sha256']}), copied at the start so edits during the run don't leak in")
 
 
+def describe_code(info: dict[str, Any]) -> str:
+    """One line on a variant's code (see harness.snapshot_variant)."""
+    where = (f"git {info['git_commit']}" if "git_commit" in info
+             else f"folder {info.get('source', info.get('spec', '?'))}")
+    return (f"{where} (trio_gws/*.py sha256 {info.get('sha256', '?')}; compiled speedups: "
+            f"{info.get('speedups', '?')})")
+
+
+def render_variants(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The variants' same-round ratios with every round's value (their spread)."""
+    names = sorted({n for rows in summary.values() for n in rows
+                    if n.startswith(VARIANT_PREFIX)})
+    if not names:
+        return []
+    lines = ["", "### Variants of trio-gws (same run)", "",
+             "trio-gws ÷ variant: median of the same-round ratios of the scenario's metric "
+             "(msgs/s, KiB per idle connection for (e), handshakes/s for (f)); > 1: "
+             "trio-gws (the working tree) is faster than the variant, or for (e) uses "
+             "more memory. CPU variant ÷ trio-gws: the same for server CPU per message "
+             "(> 1: the variant needs more CPU).", "",
+             "| variant | scenario | trio-gws ÷ variant | rounds | CPU variant ÷ trio-gws | "
+             "rounds | notes |", "|---|---|---:|---|---:|---|---|"]
+    for name in names:
+        for skey, rows in summary.items():
+            row = rows.get(name)
+            if row is None:
+                continue
+            if "unavailable" in row:
+                lines.append(f"| {name} | ({skey}) | n/a | | | | {row['unavailable']} |")
+                continue
+            ours = rows.get(OURS, {})
+            both = "; ".join(f"{who}: {text}" for who, text in
+                             ((OURS, notes(ours)), ("variant", notes(row))) if text)
+            lines.append(
+                f"| {name} | ({skey}) | {ratio_cell(name, row)} | "
+                + ", ".join(f"{r:.3f}" for r in row.get("ratios", []))
+                + f" | {ratio_cell(name, row, 'cpu_ratio')} | "
+                + ", ".join(f"{r:.3f}" for r in row.get("cpu_ratios", []))
+                + f" | {both} |")
+    return lines
+
+
 def fmt_load(values: Any) -> str:
     return "/".join(f"{v:.2f}" for v in values)
 
@@ -383,10 +437,13 @@ def render_meta(meta: dict[str, Any]) -> str:
         (f"- Pinning: servers on core {meta['pinning']['server_core']}, load generator on "
          f"core {meta['pinning']['client_core']}" if meta["pinning"]["enabled"] else
          "- Pinning: off")
-        + (f"; both under nice {meta['pinning']['nice']}" if meta["pinning"].get("nice")
-           else ""),
+        + (f"; both under nice {meta['pinning']['nice']}"
+           + (" (and so are their autogroups)" if meta.get("autogroup") else "")
+           if meta["pinning"].get("nice") else ""),
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         code_line(meta.get("trio_gws_code")),
+        *(f"- {VARIANT_PREFIX}{name} code: {describe_code(info)}"
+          for name, info in meta.get("variants", {}).items()),
         "- Load generator: picows client on "
         + ("uvloop" if v.get("uvloop", "not installed") != "not installed" else "asyncio")
         + "; servers on their library's stock event loop (asyncio or Trio)",
@@ -395,6 +452,52 @@ def render_meta(meta: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- main
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def parse_variants(parser: argparse.ArgumentParser, specs: list[str]) -> list[tuple[str, str]]:
+    """``NAME=SPEC`` arguments as (name, spec), names checked and unique."""
+    out: list[tuple[str, str]] = []
+    for item in specs:
+        name, sep, spec = item.partition("=")
+        if not sep or not spec or not VARIANT_NAME.fullmatch(name):
+            parser.error(f"--variant {item!r}: expected NAME=SPEC, NAME of letters, digits, "
+                         "'_', '.', '+', '-'")
+        if name in (n for n, _ in out):
+            parser.error(f"--variant {name} given twice")
+        out.append((name, spec))
+    return out
+
+
+def disturbed(rec: dict[str, Any]) -> str | None:
+    """Why other processes made this measurement unfair, or None."""
+    res = rec.get("result") or {}
+    if res.get("server_runqueue_wait_frac", 0) >= CONTENDED_SERVER_WAIT:
+        return f"server core contended ({res['server_runqueue_wait_frac']:.0%} run-queue wait)"
+    if client_limited(res) == "starved":
+        return "client starved"
+    return None
+
+
+def measure_retrying(server: harness.Server, scenario: harness.Scenario, timing: Timing,
+                     pinning: Pinning, logdir: Path, retries: int) -> dict[str, Any]:
+    """``measure``, again (up to ``retries`` times, after a pause) while other processes
+    disturbed it; the last try counts, the earlier ones are kept under "discarded"."""
+    discarded: list[dict[str, Any]] = []
+    while True:
+        rec = measure(server, scenario, timing, pinning, logdir)
+        why = disturbed(rec)
+        if why is None or len(discarded) >= retries:
+            break
+        print(f"    ({scenario.key}) {server.name}: {why}; measuring again",
+              file=sys.stderr, flush=True)
+        discarded.append({"why": why, "result": rec.get("result")})
+        time.sleep(5)
+    if discarded:
+        rec["discarded"] = discarded
+    return rec
+
 
 def check_deps() -> None:
     missing = []
@@ -423,9 +526,18 @@ def main() -> None:
                         help="comma-separated subset (default: all)")
     parser.add_argument("--scenarios", default="".join(SCENARIOS),
                         help="letters of the scenarios to run (default: abcdefg)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=SPEC",
+                        help="also run trio-gws@NAME: the same echo server importing the "
+                             "trio_gws/ of SPEC, a folder (holding trio_gws/) or a git "
+                             "revision; repeatable")
+    parser.add_argument("--retry-contended", type=int, default=0, metavar="N",
+                        help="measure again, up to N times, when other processes took the "
+                             "server's core (or starved the load generator) during the "
+                             "window; the discarded tries stay in the JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--nice", type=int, default=0,
-                        help="run servers and load generator under `nice -n N` (N < 0 needs "
+                        help="run servers and load generator under `nice -n N`, each in "
+                             "a session whose autogroup gets nice N too (N < 0 needs "
                              "root and takes CPU from everything else on the machine)")
     parser.add_argument("--from-json", type=Path,
                         help="do not measure: re-render the report of a saved run")
@@ -453,6 +565,7 @@ def main() -> None:
     if OURS not in servers:
         servers.insert(0, OURS)
     scenarios = [c for c in args.scenarios if c in SCENARIOS]
+    variants = parse_variants(parser, args.variant)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         report(saved["meta"], saved["records"], args, write_json=False)
@@ -472,20 +585,33 @@ def main() -> None:
         "rounds": rounds, "timing": vars(timing), "pinning": vars(pinning),
         "servers": servers, "scenarios": scenarios,
         "machine": machine(), "versions": versions(), "loadavg_start": os.getloadavg(),
+        "autogroup": pinning.own_autogroup,
     }
     records: list[dict[str, Any]] = []
-    total = rounds * len(scenarios) * len(servers)
     done = 0
     with tempfile.TemporaryDirectory(prefix="trio-gws-bench-") as tmp:
         logdir = Path(tmp)
         (logdir / "code").mkdir()
         meta["trio_gws_code"] = harness.snapshot_trio_gws(logdir / "code")
+        meta["variants"] = {}
+        for name, spec in variants:
+            try:
+                meta["variants"][name] = harness.snapshot_variant(
+                    spec, logdir / "variants" / name)
+            except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                sys.exit(f"--variant {name}={spec}: {exc}")
+            servers.append(harness.add_variant(name, logdir / "variants" / name).name)
+            print(f"variant {VARIANT_PREFIX}{name}: {describe_code(meta['variants'][name])}",
+                  file=sys.stderr)
+        meta["servers"] = servers
+        total = rounds * len(scenarios) * len(servers)
         for rnd in range(rounds):
             order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
             for skey in scenarios:
                 for name in order:
                     done += 1
-                    rec = measure(SERVERS[name], SCENARIOS[skey], timing, pinning, logdir)
+                    rec = measure_retrying(SERVERS[name], SCENARIOS[skey], timing, pinning,
+                                           logdir, args.retry_contended)
                     rec["round"] = rnd
                     records.append(rec)
                     res = rec.get("result", {})
