@@ -6,7 +6,6 @@ The stream records each ``send_all``; a hand-driven Peer parses what arrives.
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -271,7 +270,7 @@ async def test_large_frames_go_in_two_pieces_without_a_whole_copy(is_server: boo
     assert [e.kind for e in rec.endings()] == ["close"]
 
 
-# -- the reader's flush on a plain TCP socket: a direct write first ------------------
+# -- corking on a real TCP socket ----------------------------------------------------
 
 
 def socket_conn(rec: Recorder) -> tuple[Conn, Peer]:
@@ -282,29 +281,7 @@ def socket_conn(rec: Recorder) -> tuple[Conn, Peer]:
     return conn, Peer(trio.SocketStream(theirs))
 
 
-class FakeWrite:
-    """Stands in for the writer's direct write: misbehaves as told."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.calls = 0
-
-    def __call__(self, fd: int, data: bytes) -> int:
-        self.calls += 1
-        if self.mode == "partial":
-            return os.write(fd, data[: len(data) // 3])
-        if self.mode == "would-block":
-            raise BlockingIOError(11, "EAGAIN")
-        raise ConnectionResetError(104, "reset by peer")
-
-
-@pytest.mark.parametrize("mode", ["real", "partial", "would-block"])
-async def test_socket_flush_writes_directly_and_finishes_what_the_kernel_left(
-    mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = FakeWrite(mode)
-    if mode != "real":
-        monkeypatch.setattr("trio_gws._transport._write_fd", fake)
+async def test_corked_echoes_over_a_real_socket() -> None:
     rec = Recorder(echo=True)
     conn, peer = socket_conn(rec)
     reader = MessageReader(peer)
@@ -320,52 +297,24 @@ async def test_socket_flush_writes_directly_and_finishes_what_the_kernel_left(
             assert (await reader.next())[0] == CLOSE
     await peer.aclose()
     assert [e.kind for e in rec.endings()] == ["close"]
-    if mode != "real":
-        assert fake.calls >= 3
 
 
-async def test_socket_flush_failure_reports_the_corked_messages(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("trio_gws._transport._write_fd", FakeWrite("reset"))
+async def test_a_failed_flush_reports_the_corked_messages() -> None:
     rec = Recorder(echo=True)
-    conn, peer = socket_conn(rec)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.listen)
-        await peer.send_raw(frames(b"a", b"b"))
-        [ending] = await rec.wait_endings()
+    conn, peer, _ = make_conn(rec)
+    stream = conn._transport.stream
+    assert isinstance(stream, trio.StapledStream)
+
+    def reset() -> None:
+        raise trio.BrokenResourceError("reset by peer")
+
+    stream.send_stream.send_all_hook = reset  # type: ignore[attr-defined]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.listen)
+            await peer.send_raw(frames(b"a", b"b"))
+            [ending] = await rec.wait_endings()
     await peer.aclose()
     assert ending.kind == "error" and isinstance(ending.data, ConnectionClosedError)
     assert "reset by peer" in str(ending.data)
     assert "2 queued message(s) not sent" in str(ending.data)
-
-
-async def test_the_rest_of_a_large_frame_is_asked_for_in_one_read() -> None:
-    """After a large frame's first bytes, the next receive asks for all the rest (up
-    to a bound) instead of read_buffer_size at a time."""
-    asked: list[int | None] = []
-    rec = Recorder(echo=True)
-    conn, peer, recording = make_conn(rec, Config(read_buffer_size=4096), record=True)
-    assert recording is not None
-    inner_receive = recording.receive_some
-
-    async def receive_some(max_bytes: int | None = None) -> bytes | bytearray:
-        asked.append(max_bytes)
-        return await inner_receive(max_bytes)
-
-    conn._transport.fast_receive = receive_some  # the reader's receive (see _transport)
-    reader = MessageReader(peer)
-    payload = bytes(range(256)) * 1024  # 256 KiB
-    frame = build_frame(BINARY, payload, mask=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.listen)
-        await rec.wait_kind("open")
-        await peer.send_raw(frame[:1000])
-        await trio.testing.wait_all_tasks_blocked()
-        assert asked[-1] == len(frame) - 1000  # everything the frame still owes
-        await peer.send_raw(frame[1000:])
-        assert await reader.next() == (BINARY, payload)
-        await trio.testing.wait_all_tasks_blocked()
-        assert asked[-1] == 4096  # between frames: the configured size again
-        await peer.send_close(1000)
-        assert (await reader.next())[0] == CLOSE

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_gws import Broadcaster, Config, Conn, Opcode, ProtocolError
+from trio_gws import Broadcaster, Config, Conn, Headers, Opcode, ProtocolError
 from trio_gws._deflate import DeflateParams
 from trio_gws._extension import PLAIN, accept_server_response, client_offer, negotiate_server
 from trio_gws._frames import RSV1, RSV2
@@ -125,10 +125,11 @@ async def test_a_connection_uses_any_extension_through_the_seam() -> None:
 
 def test_negotiation_is_the_only_place_an_extension_is_named() -> None:
     off, on = Config(), Config(compress_enabled=True)
-    assert client_offer(off) is None and negotiate_server(["permessage-deflate"], off) is None
+    ext = Headers([("Sec-WebSocket-Extensions", "permessage-deflate")])
+    assert client_offer(off) is None and negotiate_server(ext, off) is None
     offer = client_offer(on)
     assert offer is not None and offer.startswith("permessage-deflate")
-    agreed = negotiate_server([offer], on)
+    agreed = negotiate_server(Headers([("Sec-WebSocket-Extensions", offer)]), on)
     assert agreed is not None
     extension, answer = agreed
     assert extension.rsv == RSV1 and extension.name == "permessage-deflate"

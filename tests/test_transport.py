@@ -53,12 +53,9 @@ async def outcome(call: object) -> type[BaseException] | None:
 async def test_plain_socket_streams_take_the_fast_path() -> None:
     a, b = stream_pair()
     transport = Transport(a)
-    assert transport.can_write_now
     assert transport.fast_receive == a.socket.recv
     await transport.send_all(b"hello")
     assert await b.receive_some(10) == b"hello"
-    assert transport.write_now(b"now") == 3
-    assert await b.receive_some(10) == b"now"
     await b.send_all(b"back")
     assert await transport.receive_some(10) == b"back"
 
@@ -66,8 +63,7 @@ async def test_plain_socket_streams_take_the_fast_path() -> None:
 async def test_other_streams_go_through_the_stream() -> None:
     a, b = trio.testing.memory_stream_pair()
     transport = Transport(a)
-    assert not transport.can_write_now
-    assert transport.write_now(b"x") == -1
+    assert transport.fast_receive == a.receive_some
     await transport.send_all(b"hi")
     assert await b.receive_some(10) == b"hi"
 
@@ -80,8 +76,6 @@ async def test_a_closed_socket_is_a_closed_resource(direct: bool) -> None:
     if direct:
         assert await outcome(transport.send_all(b"x")) is trio.ClosedResourceError
         assert await outcome(transport.receive_some(10)) is trio.ClosedResourceError
-        with pytest.raises(trio.ClosedResourceError):
-            transport.write_now(b"x")
     else:
         assert await outcome(a.send_all(b"x")) is trio.ClosedResourceError
         assert await outcome(a.receive_some(10)) is trio.ClosedResourceError
@@ -120,9 +114,6 @@ async def test_sending_to_a_reset_peer_is_a_broken_resource() -> None:
     with pytest.raises(trio.BrokenResourceError):
         for _ in range(100):  # the first send may still be accepted locally
             await transport.send_all(b"x" * 65536)
-    with pytest.raises(trio.BrokenResourceError):
-        for _ in range(100):
-            transport.write_now(b"x" * 65536)
     await server.aclose()
 
 

@@ -53,7 +53,7 @@ async def closing_phase(conn: Conn, outcome: Outcome) -> None:
             payload = lifecycle.failure_payload(outcome)
             if payload is None:
                 return  # the transport broke meanwhile, or a handler closed
-            conn._transition(f"we fail with {outcome.close_code}")
+            conn._transition("we fail with %s", outcome.close_code)
             await writer.write_close(payload)
             await wait_for_eof(conn)
         except ConnectionClosed:

@@ -324,7 +324,7 @@ class Conn(trio.abc.AsyncResource):
             ValueError: ``code`` or ``reason`` may not be sent.
         """
         payload = self._lifecycle.local_close(code, reason)
-        self._transition(f"we close with {code}")
+        self._transition("we close with %s", code)
         self._arm_close_deadline()
         await self._writer.write_close(payload)
 
@@ -448,20 +448,20 @@ class Conn(trio.abc.AsyncResource):
     def _fail_soon(self, error: WebSocketError) -> None:
         """End the connection from any task: the first failure recorded wins."""
         if self._lifecycle.fail(error):
-            self._transition(f"failing: {error}")
+            self._transition("failing: %s", error)
         self._read_scope.cancel()
 
     def _overflow(self, error: WebSocketError) -> None:
         """The write queue overflowed: fail, and refuse writes from now on (they would
         be queued, then dropped with nobody told)."""
         if self._lifecycle.fail(error, refuse_writes=True):
-            self._transition(f"failing: {error}")
+            self._transition("failing: %s", error)
         self._read_scope.cancel()
 
     def _transport_broken(self, error: ConnectionClosedError) -> None:
         """The writer found the transport broken: nothing more can be sent."""
         self._lifecycle.transport_broken(error)
-        self._transition(f"transport broken: {error}")
+        self._transition("transport broken: %s", error)
         self._read_scope.cancel()
 
     # -- tracing ---------------------------------------------------------------------
@@ -469,9 +469,10 @@ class Conn(trio.abc.AsyncResource):
     def _log(self, message: str, *args: object) -> None:
         self._config.logger.debug("%r " + message, self, *args)
 
-    def _transition(self, why: str) -> None:
+    def _transition(self, why: str, *args: object) -> None:
+        """Trace a transition; ``why`` is formatted with ``args`` only when tracing."""
         if self._trace:
-            self._log("-> %s (%s)", self._lifecycle.state.value, why)
+            self._log("-> %s (" + why + ")", self._lifecycle.state.value, *args)
 
     # -- running ---------------------------------------------------------------------
 

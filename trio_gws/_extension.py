@@ -31,6 +31,7 @@ from ._mask import Buffer
 
 if TYPE_CHECKING:
     from ._config import Config
+    from ._http import Headers
 
 
 #: The broadcast key of a message sent as it is, extension or not (see
@@ -110,13 +111,14 @@ class Extension(Protocol):
         ...
 
 
-def negotiate_server(offers: Sequence[str], config: Config) -> tuple[Extension, str] | None:
-    """The extension a server accepts from the client's ``Sec-WebSocket-Extensions``
-    values, and the value to answer with; None to go on without one."""
+def negotiate_server(headers: Headers, config: Config) -> tuple[Extension, str] | None:
+    """The extension a server accepts from the client's ``Sec-WebSocket-Extensions``,
+    and the value to answer with; None to go on without one. The headers are only
+    looked at when an extension is enabled (most handshakes: none is)."""
     if config.compress_enabled:
         from ._deflate import negotiate_server as deflate
 
-        return deflate(offers, config)
+        return deflate(headers.get_all("Sec-WebSocket-Extensions"), config)
     return None
 
 

@@ -175,7 +175,7 @@ class Upgrader:
         headers = request.headers
         subprotocol = choose_subprotocol(headers, config.subprotocols)
         extension = extensions = None
-        agreed = negotiate_server(headers.get_all("Sec-WebSocket-Extensions"), config)
+        agreed = negotiate_server(headers, config)
         if agreed is not None:
             extension, extensions = agreed
 
