@@ -6,6 +6,9 @@ proxy set in the environment (``http_proxy``, ``https_proxy``, ``all_proxy``,
 ``no_proxy``; never for localhost), or the one given with ``--proxy``
 (``http://``, ``https://``, ``socks5://``, ``socks5h://``, ``socks4://``, with
 ``user:password@``), or none with ``--proxy direct``.
+
+``--pull`` reads the echoes in pull mode instead of with a handler (no handler:
+``await conn.receive()``) and measures a ping's round trip with ``conn.ping()``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,27 @@ async def main(url: str, cafile: str | None, proxy: str | None = None,
             await handler.all_echoed.wait()
 
 
+async def main_pull(url: str, cafile: str | None, proxy: str | None = None,
+                    server_hostname: str | None = None) -> None:
+    """The same exchange in pull mode: no handler, the messages are read in a loop."""
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
+    messages = ["hello", "from", "trio-gws"]
+    via: bool | str | None = True if proxy is None else None if proxy == "direct" else proxy
+    async with gws.open_conn(url, ssl_context=context, proxy=via, proxy_ssl_context=context,
+                             server_hostname=server_hostname) as conn:
+        for text in messages:
+            await conn.write_string(text)
+        await conn.write_message(gws.Opcode.BINARY, bytes(range(256)) * 4)
+        with trio.fail_after(5):
+            for _ in range(len(messages) + 1):
+                message = await conn.receive()
+                shown = message.text if message.is_text else f"<{len(message.data)} bytes>"
+                print(f"echo: {shown}", flush=True)
+            rtt = await conn.ping()
+        print(f"ping: {rtt * 1000:.1f} ms round trip", flush=True)
+    print("closed: 1000", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="ws://127.0.0.1:3000/connect")
@@ -65,5 +89,8 @@ if __name__ == "__main__":
     parser.add_argument("--proxy", help="proxy URL, or 'direct' (default: the environment's)")
     parser.add_argument("--server-hostname",
                         help="name for SNI and the certificate check (default: the URL's host)")
+    parser.add_argument("--pull", action="store_true",
+                        help="pull mode: read the echoes with conn.receive(), no handler")
     args = parser.parse_args()
-    trio.run(main, args.url, args.cafile, args.proxy, args.server_hostname)
+    trio.run(main_pull if args.pull else main, args.url, args.cafile, args.proxy,
+             args.server_hostname)

@@ -197,18 +197,21 @@ async def test_every_redirect_hop_goes_through_the_proxy(tinyproxy: proxies.Prox
     assert target.paths() == ["/there"]
 
 
-async def test_example_client_through_a_proxy(tinyproxy: proxies.Proxy) -> None:
+@pytest.mark.parametrize("pull", [False, True], ids=["handler", "pull-mode"])
+async def test_example_client_through_a_proxy(tinyproxy: proxies.Proxy, pull: bool) -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "client.py"
     async with echo_server() as (port, _):
         with trio.fail_after(TIMEOUT):
             done = await trio.run_process(
                 [sys.executable, example, "--url", f"ws://127.0.0.1:{port}/connect",
-                 "--proxy", f"http://127.0.0.1:{tinyproxy.port}"],
+                 "--proxy", f"http://127.0.0.1:{tinyproxy.port}",
+                 *(["--pull"] if pull else [])],
                 capture_stdout=True, capture_stderr=True, check=False)
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()
     assert "echo: hello\necho: from\necho: trio-gws\necho: <1024 bytes>\n" in out
     assert "closed: 1000" in out
+    assert ("ping: " in out and " ms round trip" in out) is pull
     assert f"CONNECT 127.0.0.1:{port} HTTP/1.1" in await tinyproxy.wait_log(f"127.0.0.1:{port}")
 
 
