@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import sys
 from typing import Any
 
@@ -168,6 +169,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--stagger", type=float, default=1.0)
     args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # 2,000 sockets: more than the usual soft limit of 1,024
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     trio.run(Crowd(args).main)
 
 

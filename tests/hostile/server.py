@@ -278,9 +278,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.tracemalloc:
         tracemalloc.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if args.nofile:
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, hard))
+    elif soft < hard:
+        # Thousands of connections: the usual soft limit of 1,024 would be the test.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     counts = Counts()
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -16,8 +16,9 @@ until its descriptors run out; the rest wait in the listen backlog. Then:
 
 from __future__ import annotations
 
+import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,15 @@ ATTEMPTS = 1000
 EXHAUSTED_FOR = 3.0  # seconds the server spends out of descriptors, crowd held
 ECHO_BOUND = 2.0  # the live client's echo must come back within this, every time
 ACCEPT_BACKOFF = 0.1  # trio.serve_listeners' sleep after EMFILE
+
+
+@pytest.fixture(autouse=True)
+def own_fd_limit() -> Iterator[None]:
+    """This process opens the 1,000 attempts: lift its soft limit (often 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_accept_backs_off_when_out_of_descriptors(
