@@ -320,7 +320,8 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sxy / sxx if sxx else 0.0
 
 
-def report(args: argparse.Namespace, result: dict[str, Any], command: str) -> str:
+def report(result: dict[str, Any], command: str) -> str:
+    # Long: the report's lines in the order they are read, one table row each.
     samples: list[Sample] = result["samples"]
     traffic: Traffic = result["traffic"]
     final = result["final"]
@@ -344,8 +345,8 @@ def report(args: argparse.Namespace, result: dict[str, Any], command: str) -> st
         f"{os.cpu_count()} cores (shared with other work). What it runs and how it "
         "measures: the docstring of `benchmarks/soak.py`.",
         "",
-        f"**RSS slope over the last {window / 60:.0f} minutes: {per_minute * 1024:+.1f} "
-        f"KiB/min, i.e. {growth:+.2f} MiB over those {window / 60:.0f} minutes "
+        f"**RSS slope over the last {window / 60:.3g} minutes: {per_minute * 1024:+.1f} "
+        f"KiB/min, i.e. {growth:+.2f} MiB over those {window / 60:.3g} minutes "
         f"(target: under {TARGET:.0f} MiB): {verdict}.** Most open descriptors: "
         f"{max(s.fds for s in samples)}.",
         "",
@@ -433,7 +434,7 @@ def main() -> None:
                 server.wait()
         log.close()
     command = "benchmarks/soak.py " + " ".join(sys.argv[1:])
-    text = report(args, result, command.strip())
+    text = report(result, command.strip())
     args.results.write_text(text)
     csv_path = args.csv or HERE / "results" / f"soak-{stamp}.csv"
     with open(csv_path, "w", newline="") as out:

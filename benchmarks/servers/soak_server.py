@@ -94,7 +94,9 @@ class Soak(gws.EventHandler):
 
 def task_count() -> int:
     count = 0
-    stack = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    stack = [root]
     while stack:
         task = stack.pop()
         count += 1

@@ -157,7 +157,9 @@ class Broadcast:
 def task_count() -> int:
     """Every task of this Trio run."""
     count = 0
-    stack = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    stack = [root]
     while stack:
         task = stack.pop()
         count += 1

@@ -142,8 +142,8 @@ def settled(server: ServerProcess, baseline: dict[str, Any], *, timeout: float
         fds = server.fds()  # first: the stats request's own socket is not open yet
         last = server.stats()
         last["fds"] = fds
-        return (last["live"] == 0 and last["tasks"] == baseline["tasks"]
-                and last["fds"] == baseline["fds"])
+        return bool(last["live"] == 0 and last["tasks"] == baseline["tasks"]
+                    and last["fds"] == baseline["fds"])
 
     wait_until(back, timeout=timeout, interval=0.25)
     return last

@@ -49,6 +49,8 @@ def own_fd_limit() -> Iterator[None]:
 
 async def test_accept_backs_off_when_out_of_descriptors(
         tmp_path: Path, figures: Callable[[str], None]) -> None:
+    # Long: one server's life in phases (crowd, out of descriptors, freed, a fresh
+    # connection, settle); split, the phases would only pass their state around.
     with server_process(tmp_path, "--nofile", NOFILE) as server:
         base = await trio.to_thread.run_sync(steady, server)
         handler = Echoed()

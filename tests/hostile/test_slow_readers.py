@@ -57,6 +57,8 @@ async def connect(port: int, rcvbuf: int | None = None) -> Raw:
 
 async def test_slow_readers_are_dropped_and_fast_ones_lose_nothing(
         tmp_path: Path, figures: Callable[[str], None]) -> None:
+    # Long: one server's life in phases (connect, broadcast while sampling RSS,
+    # drain, settle); split, the phases would only pass their state around.
     with server_process(tmp_path, "--write-buffer-limit", LIMIT, "--write-queue-size",
                         100_000, "--sndbuf", 16384, "--close-timeout", 2) as server:
         base = await trio.to_thread.run_sync(steady, server)

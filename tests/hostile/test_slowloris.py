@@ -76,6 +76,8 @@ def for_seconds(seconds: float) -> Callable[[], bool]:
 
 async def test_slowloris_and_idle_crowd(tmp_path: Path, figures: Callable[[str], None]
                                         ) -> None:
+    # Long: one server's life in phases (quiet, crowd, idle peers held, release,
+    # quiet again, settle); split, the phases would only pass their state around.
     with server_process(tmp_path, "--handshake-timeout", HANDSHAKE_TIMEOUT) as server, \
             server_process(tmp_path, name="control") as control:
         baseline = {"fds": server.fds()}
