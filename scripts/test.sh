@@ -8,12 +8,14 @@
 #
 #   scripts/test.sh          Autobahn cases 1.* to 10.* (server and client suites)
 #   scripts/test.sh --full   all Autobahn cases, compression included
+# Both modes add the extra server agents (wss://, parallel handlers, on_stream) on
+# 1.* to 10.*, in a wstest run of their own beside the main suites (--extra-agents).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 export PYTHON
-autobahn_args=(--all)
+autobahn_args=(--all --extra-agents)
 if [[ ${1:-} == --full ]]; then
     autobahn_args+=(--full --fail-unimplemented)
 fi

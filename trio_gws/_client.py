@@ -138,6 +138,9 @@ async def connect(
         WebSocketTimeoutError: ``handshake_timeout`` ran out; the message says at which
             stage.
         OSError: the host cannot be reached (direct connections).
+        trio.BrokenResourceError: the TLS handshake of a ``wss://`` URL failed: the
+            certificate was refused (``__cause__`` is the ``ssl`` error) or the
+            connection broke (``connect_forever`` retries the latter).
         ValueError: a bad URL, proxy URL or header.
         ImportError: a SOCKS proxy without python-socks installed.
     """
