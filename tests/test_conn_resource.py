@@ -214,3 +214,28 @@ async def test_open_conn_body_finishing_while_the_server_closes() -> None:
             await trio.sleep(0)
         assert conn.closed
     assert seen == [(1001, b"going")]
+
+
+async def test_an_ended_connection_is_freed_without_the_garbage_collector() -> None:
+    """No reference cycle outlives a connection: with the cyclic collector off, the
+    Conn is gone as soon as the last reference to it is."""
+    import gc
+    import weakref
+
+    for parallel in (False, True):
+        gc.collect()
+        gc.disable()
+        try:
+            conn, peer = server_conn_pair(gws.EventHandler(),
+                                          Config(parallel_enabled=parallel))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.listen)
+                await peer.send_text(b"x")
+                await peer.send_close(1000)
+                await peer.recv_close()
+            gone = weakref.ref(conn)
+            del conn
+            assert gone() is None, gc.get_referrers(gone())
+        finally:
+            gc.enable()
+        await peer.aclose()

@@ -318,3 +318,28 @@ async def test_a_failed_flush_reports_the_corked_messages() -> None:
     assert ending.kind == "error" and isinstance(ending.data, ConnectionClosedError)
     assert "reset by peer" in str(ending.data)
     assert "2 queued message(s) not sent" in str(ending.data)
+
+
+async def test_every_read_asks_for_read_buffer_size() -> None:
+    """read_buffer_size is what each read asks of the transport, large frames
+    included (their rest arrives in reads of the same size)."""
+    asked: list[int | None] = []
+    rec = Recorder(echo=True)
+    conn, peer, recording = make_conn(rec, Config(read_buffer_size=4096), record=True)
+    assert recording is not None
+    inner_receive = recording.receive_some
+
+    async def receive_some(max_bytes: int | None = None) -> bytes | bytearray:
+        asked.append(max_bytes)
+        return await inner_receive(max_bytes)
+
+    conn._transport.fast_receive = receive_some  # the reader's receive (see _transport)
+    reader = MessageReader(peer)
+    payload = bytes(range(256)) * 256  # 64 KiB: sixteen reads
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send_raw(build_frame(BINARY, payload, mask=True))
+        assert await reader.next() == (BINARY, payload)
+        await peer.send_close(1000)
+        assert (await reader.next())[0] == CLOSE
+    assert len(asked) > 16 and set(asked) == {4096}

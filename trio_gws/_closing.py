@@ -125,6 +125,12 @@ async def end(conn: Conn, outcome: Outcome, *, shielded: bool = False) -> None:
     finally:
         if conn._ended is not None:
             conn._ended.set()
+        # The writer's and the parallel handlers' callbacks are bound methods of the
+        # connection: a reference cycle. Broken here, an ended connection and its
+        # buffers are freed by reference counting at once, not at the next full
+        # garbage collection (rare on a busy server with many long-lived objects).
+        conn._writer.forget_connection()
+        conn._parallel = None
 
 
 async def notify(conn: Conn, outcome: Outcome, shielded: bool) -> None:

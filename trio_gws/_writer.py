@@ -77,6 +77,10 @@ def _BEGIN_STREAM() -> bytes:
     (never called: it is a marker)."""
     raise AssertionError("the stream marker is not a frame")
 
+def _ignore(error: WebSocketError) -> None:
+    """The callback of a writer whose connection has ended."""
+
+
 #: The queue of a connection that has nothing queued (most of them): shared, never
 #: appended to; ``_enqueue`` swaps in a real deque (0.59 KiB per idle connection).
 _NO_QUEUE: deque[_Queued] = deque(maxlen=0)
@@ -452,6 +456,12 @@ class FrameWriter:
         self._queued_bytes = 0
         self.dropped += dropped
         return dropped
+
+    def forget_connection(self) -> None:
+        """The connection ended: drop the callbacks into it (they close a reference
+        cycle). A send that fails after this only raises."""
+        self._on_broken = _ignore
+        self._on_overflow = _ignore
 
     def fail_queue(self) -> int:
         """The connection ended: fail every waiting writer; return how many queued
