@@ -115,7 +115,7 @@ class Conn(trio.abc.AsyncResource):
     """
 
     __slots__ = (
-        "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
+        "_close_deadline", "_config", "_end_callbacks", "_ended", "_handler", "_is_server", "_leftover",
         "_lifecycle", "_nursery", "_parallel", "_pings", "_pong_seen", "_read_deadline",
         "_read_scope", "_reader", "_reader_task", "_receive_scope", "_trace", "_transport",
         "_writer", "extension", "latency", "local_address", "remote_address", "request",
@@ -174,6 +174,8 @@ class Conn(trio.abc.AsyncResource):
         # Made when somebody waits for the end (most connections: nobody). Events are
         # small, but not times thousands of idle connections.
         self._ended: trio.Event | None = None
+        # Told synchronously when the connection ends (a hub removes its member).
+        self._end_callbacks: list[Callable[[Conn], None]] | None = None
         self._pong_seen: trio.Event | None = None  # keepalive: a pong arrived
         # ping(): payload -> (sent at, answered); made by the first ping().
         self._pings: dict[bytes, _Ping] | None = None
@@ -740,6 +742,7 @@ class Conn(trio.abc.AsyncResource):
             return
         self._lifecycle.end()
         self._transition("ended")
+        self._run_end_callbacks()
         # Shielded: under an outer cancellation aclose would raise Cancelled again
         # and skip the report.
         with trio.CancelScope(shield=True):
@@ -775,3 +778,24 @@ class Conn(trio.abc.AsyncResource):
                     await self._handler.on_error(self, error)
             except Exception:
                 self._config.logger.exception("on_close/on_error raised in %s", self)
+
+    # -- end callbacks ---------------------------------------------------------------
+
+    def _on_end(self, callback: Callable[[Conn], None]) -> None:
+        """Call ``callback(conn)`` once when the connection ends, before ``on_close``
+        / ``on_error`` (a hub forgets its member there, so the application needs no
+        ``leave_all``). Called at once when it has ended already."""
+        if self._lifecycle.ended:
+            callback(self)
+            return
+        if self._end_callbacks is None:
+            self._end_callbacks = []
+        self._end_callbacks.append(callback)
+
+    def _run_end_callbacks(self) -> None:
+        callbacks, self._end_callbacks = self._end_callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                self._config.logger.exception("end callback %r raised in %s", callback, self)
