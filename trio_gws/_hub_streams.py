@@ -190,7 +190,7 @@ class StreamsHub(RedisHub):
             if head is None and position == START:
                 continue  # nothing was ever published: nothing lost
             if head is None or _id(head[0]) < _id(position[0]):
-                self._positions[topic] = head or START
+                self._positions[topic] = START  # all of the new stream is after the loss
                 await self._gap(topic, "its stream was lost (Redis restarted without "
                                 "it, or the key was deleted)")
 
