@@ -21,13 +21,23 @@ class Recorder(gws.EventHandler):
 
     def __init__(self) -> None:
         self.messages: list[tuple[float, Any]] = []
+        # Kept as they arrive: a wait_for predicate runs per message, so it must not
+        # scan everything received so far.
+        self._by_type: dict[str, list[dict[str, Any]]] = {}
+        self._data: list[Any] = []
         self.closed: tuple[int, bytes] | None = None
         self.error: Exception | None = None
         self.ended = trio.Event()
         self._changed = trio.Event()
 
     async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
-        self.messages.append((trio.current_time(), json.loads(message.text)))
+        event = json.loads(message.text)
+        self.messages.append((trio.current_time(), event))
+        if isinstance(event, dict):
+            if "type" in event:
+                self._by_type.setdefault(event["type"], []).append(event)
+            if "data" in event:
+                self._data.append(event["data"])
         self._changed.set()
         self._changed = trio.Event()
 
@@ -42,11 +52,11 @@ class Recorder(gws.EventHandler):
         self._changed.set()
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [m for _, m in self.messages if isinstance(m, dict) and m.get("type") == kind]
+        return self._by_type.get(kind, [])
 
     def data(self) -> list[Any]:
         """What was published to this client, in arrival order."""
-        return [m["data"] for _, m in self.messages if isinstance(m, dict) and "data" in m]
+        return self._data
 
     async def wait_for(self, predicate: Any) -> None:
         while not predicate():

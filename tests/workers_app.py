@@ -3,8 +3,8 @@
 Every connection joins the topic named in its query (``/?topic=a``, default ``room``)
 and is greeted with ``{"type": "hello", "pid": ...}`` once it is a member (so a
 client knows which worker it reached, and that its subscription is live). A client
-message ``{"publish": topic, "data": ...}`` publishes ``data`` to ``topic`` through
-the hub; ``{"crash": code}`` ends the worker at once (``os._exit``). A gap is told to
+message ``{"publish": topic, "data": ...}`` publishes ``{"data": ...}`` to ``topic``
+through the hub; ``{"crash": code}`` ends the worker at once (``os._exit``). A gap is told to
 the members as ``{"type": "gap", "topic": ..., "pid": ...}``.
 
 The hub is in-process, or Redis when ``GWS_TEST_REDIS`` is set (``GWS_TEST_MODE``:
@@ -36,7 +36,8 @@ class Room(gws.EventHandler):
         command = json.loads(message.text)
         if "crash" in command:
             os._exit(int(command["crash"]))
-        await self.hub.publish(command["publish"], gws.Opcode.TEXT, command["data"])
+        await self.hub.publish(command["publish"], gws.Opcode.TEXT,
+                               json.dumps({"data": command["data"]}))
 
 
 async def on_gap(topic: str, members: frozenset[gws.Conn]) -> None:

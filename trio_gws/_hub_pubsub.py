@@ -156,6 +156,9 @@ class PubSubHub(RedisHub):
                 scope.deadline = trio.current_time() + 2 * HEALTH_INTERVAL + self._timeout
                 reply = await connection.receive()
                 while reply is not False:
+                    if reply == b"PONG":  # PING while subscribed to nothing
+                        reply = connection.receive_buffered()
+                        continue
                     if not isinstance(reply, list) or len(reply) < 2:
                         raise HubUnavailableError(f"unexpected reply on the subscription: "
                                                   f"{reply!r}")

@@ -46,6 +46,18 @@ class AppError(Exception):
     """The application or config named on the command line cannot be used."""
 
 
+def split_spec(spec: str, what: str) -> tuple[str, str]:
+    """(module, attribute) of ``package.module:attribute``.
+
+    Raises:
+        AppError: it does not look like that.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AppError(f"{what} must look like package.module:attribute, got {spec!r}")
+    return module_name, attribute
+
+
 def load_object(spec: str, what: str) -> Any:
     """Import ``package.module:attribute`` (the attribute may be dotted).
 
@@ -53,9 +65,7 @@ def load_object(spec: str, what: str) -> Any:
         AppError: the spec is malformed, the module cannot be imported, or the
             attribute is missing.
     """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise AppError(f"{what} must look like package.module:attribute, got {spec!r}")
+    module_name, attribute = split_spec(spec, what)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does for the current folder
     try:
@@ -81,7 +91,10 @@ def load_config(spec: str | None) -> Config:
         return Config()
     found = load_object(spec, "--config")
     if callable(found) and not isinstance(found, Config):
-        found = found()
+        try:
+            found = found()
+        except Exception as exc:
+            raise AppError(f"--config {spec!r}: calling it raised {exc!r}") from exc
     if not isinstance(found, Config):
         raise AppError(f"--config {spec!r} is a {type(found).__name__}, not a gws.Config")
     return found

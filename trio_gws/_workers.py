@@ -42,7 +42,7 @@ from typing import Any
 import trio
 
 from ._listeners import UnixListener, open_tcp_listeners, open_unix_listener
-from ._worker import AppError, load_config, ssl_context_from
+from ._worker import AppError, load_config, split_spec, ssl_context_from
 
 logger = logging.getLogger("trio_gws.workers")
 
@@ -249,7 +249,10 @@ async def _open_listeners(options: argparse.Namespace) -> list[trio.SocketListen
 
 async def supervise(options: argparse.Namespace) -> int:
     """Run the workers until SIGTERM/SIGINT; the exit status."""
-    config = load_config(options.config)  # fail here, once, rather than in N workers
+    # Fail here, once, rather than in N workers (the app itself is imported by the
+    # workers only: the supervisor stays free of the application's state).
+    split_spec(options.app, "the app")
+    config = load_config(options.config)
     ssl_context_from(options.certfile, options.keyfile)
     listeners = await _open_listeners(options)
     spec = {"app": options.app, "config": options.config, "certfile": options.certfile,
