@@ -304,3 +304,29 @@ def test_missing_extra_names_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert "pip install 'trio-gws[redis]'" in out.stdout, out
+
+
+async def test_a_redis_that_stops_answering_fails_publish_within_the_timeout(
+        tmp_path: Path) -> None:
+    """Redis stopped (SIGSTOP), not gone: a publish is not left waiting forever, it
+    fails after ``timeout``; once Redis runs again the hub is back."""
+    import signal
+
+    with redis_server(tmp_path) as redis, trio.fail_after(TIMEOUT):
+        async with gws.open_hub(redis.url, timeout=1.0, backoff=BACKOFF) as hub:
+            await hub.publish("t", gws.Opcode.TEXT, "before")
+            assert redis.process is not None
+            redis.process.send_signal(signal.SIGSTOP)
+            try:
+                started = trio.current_time()
+                with pytest.raises(gws.HubUnavailableError, match="within 1.0s"):
+                    await hub.publish("t", gws.Opcode.TEXT, "stuck")
+                assert trio.current_time() - started < 1.0 + 1.0
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+            while True:
+                try:
+                    await hub.publish("t", gws.Opcode.TEXT, "after")
+                    break
+                except gws.HubUnavailableError:
+                    await trio.sleep(0.02)

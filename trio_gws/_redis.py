@@ -13,6 +13,7 @@ as little as possible per message; see the README's notes on the redis extra.
 from __future__ import annotations
 
 import ssl
+import sys
 from collections import deque
 from typing import Any
 
@@ -20,6 +21,9 @@ import trio
 
 from ._errors import HubError, HubUnavailableError
 from ._resp import Arg, ProtocolError, RedisAddress, ReplyError, ReplyParser, encode_command
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 256 * 1024
@@ -155,9 +159,10 @@ _LOST = object()
 
 
 class _Waiter:
-    __slots__ = ("done", "reply")
+    __slots__ = ("deadline", "done", "reply")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
         self.done = trio.Event()
         self.reply: Any = _LOST
 
@@ -166,72 +171,88 @@ class Pipeline:
     """Commands from many tasks over one connection, each caller getting its reply.
 
     ``run`` reads the replies and must run while the pipeline is used; when the
-    connection breaks it fails every caller still waiting, and returns.
+    connection breaks, or a reply is later than ``timeout``, it fails every caller
+    still waiting, and returns. (One watchdog for all callers rather than a cancel
+    scope per call: a publish is the hot path.)
     """
 
     def __init__(self, connection: RedisConnection, *, timeout: float) -> None:
         self.connection = connection
         self._timeout = timeout
         self._waiting: deque[_Waiter] = deque()
-        self._lock = trio.StrictFIFOLock()
         self.closed = False
+        self.late = False
 
     async def run(self) -> None:
         """Hand out replies until the connection breaks (then raise why)."""
-        connection = self.connection
-        waiting = self._waiting
         try:
-            while True:
-                reply = await connection.receive()
-                while reply is not False:
-                    if not waiting:
-                        raise HubUnavailableError(
-                            f"Redis at {connection.address} sent a reply nobody asked for")
-                    waiter = waiting.popleft()
-                    waiter.reply = reply
-                    waiter.done.set()
-                    reply = connection.receive_buffered()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch)
+                await self._read()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         finally:
             self.closed = True
-            connection.broken = True
-            for waiter in waiting:
+            self.connection.broken = True
+            for waiter in self._waiting:
                 waiter.done.set()  # reply _LOST: they raise
-            waiting.clear()
+            self._waiting.clear()
             with trio.CancelScope(shield=True):
-                await connection.aclose()
+                await self.connection.aclose()
+
+    async def _read(self) -> None:
+        connection = self.connection
+        waiting = self._waiting
+        while True:
+            reply = await connection.receive()
+            while reply is not False:
+                if not waiting:
+                    raise HubUnavailableError(
+                        f"Redis at {connection.address} sent a reply nobody asked for")
+                waiter = waiting.popleft()
+                waiter.reply = reply
+                waiter.done.set()
+                reply = connection.receive_buffered()
+
+    async def _watch(self) -> None:
+        """Drop the connection when the oldest reply is overdue: a late reply would
+        be handed to the wrong caller."""
+        while True:
+            await trio.sleep(self._timeout / 4)
+            waiting = self._waiting
+            if waiting and trio.current_time() > waiting[0].deadline:
+                self.late = True
+                raise HubUnavailableError(f"Redis at {self.connection.address} did not "
+                                          f"answer within {self._timeout}s")
 
     async def call(self, *args: Arg) -> Any:
         """Send one command and wait for its reply (an error reply is returned).
 
         Raises:
             HubUnavailableError: the connection is broken, breaks meanwhile, or Redis
-                does not answer within the timeout (then the connection is dropped:
-                a late reply would be handed to the wrong caller).
+                does not answer within the timeout.
         """
         if self.closed:
             raise HubUnavailableError(
                 f"no connection to Redis at {self.connection.address} (reconnecting)")
-        waiter = _Waiter()
-        data = encode_command(*args)
-        async with self._lock:
-            # Queued and sent in one order, under the lock, so replies match callers.
-            self._waiting.append(waiter)
-            try:
-                await self.connection.send_raw(data)
-            except BaseException:
-                # Part of it may have gone: no later reply could be trusted to match.
-                self.closed = True
-                await trio.aclose_forcefully(self.connection.stream)
-                raise
-        with trio.move_on_after(self._timeout) as scope:
-            await waiter.done.wait()
-        if scope.cancelled_caught:
+        waiter = _Waiter(trio.current_time() + self._timeout)
+        # Queued before sending, and sent in queue order (the send lock is FIFO and
+        # nothing checkpoints between the two): replies match callers.
+        self._waiting.append(waiter)
+        try:
+            await self.connection.send_raw(encode_command(*args))
+        except BaseException:
+            # Part of it may have gone: no later reply could be trusted to match.
             self.closed = True
-            await self.connection.aclose()  # run() fails the others and returns
-            raise HubUnavailableError(f"Redis at {self.connection.address} did not answer "
-                                      f"{args[0]!s} within {self._timeout}s")
+            await trio.aclose_forcefully(self.connection.stream)
+            raise
+        await waiter.done.wait()
         if waiter.reply is _LOST:
+            why = (f"did not answer within {self._timeout}s" if self.late else
+                   "went away")
             raise HubUnavailableError(
-                f"lost the connection to Redis at {self.connection.address} while "
-                f"waiting for {args[0]!s} (it may or may not have been done)")
+                f"Redis at {self.connection.address} {why} while {args[0]!s} waited for "
+                "its answer (it may or may not have been done)")
         return waiter.reply
