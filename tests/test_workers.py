@@ -26,6 +26,7 @@ import trio
 import trio_gws as gws
 from trio_gws import Backoff
 
+from helpers import ws_connect
 from hubclients import Client, join
 from realproc import free_port, stop
 from redisproc import redis_server
@@ -256,6 +257,10 @@ async def test_sighup_rolls_without_refusing_or_resetting_a_connection(tmp_path:
     with supervisor(tmp_path) as sup, trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             old_clients = [await join(nursery, sup.url) for _ in range(4)]
+            # Two clients that never answer the close: the old workers linger for
+            # close_timeout (3 s) after they stop accepting, which is when a listening
+            # socket of their own would hold new connections that nobody accepts.
+            silent = [(await ws_connect(sup.port))[0] for _ in range(2)]
             old_pids = sup.worker_pids()
             attempts: list[tuple[float, int]] = []
             failures: list[str] = []
@@ -284,13 +289,17 @@ async def test_sighup_rolls_without_refusing_or_resetting_a_connection(tmp_path:
             sup.process.send_signal(signal.SIGHUP)
             await sup.wait_log(r"roll done")
             rolled = trio.current_time()
-            await trio.sleep(1.0)
+            await trio.sleep(0.5)
             done.set()
             while len(attempts) + len(failures) < 50:
                 await trio.sleep(0.05)
             for client in old_clients:
                 await client.recorder.ended.wait()
                 assert client.recorder.closed is not None and client.recorder.closed[0] == 1012
+            for peer in silent:
+                frames = [await peer.recv_frame() for _ in range(2)]  # hello, close
+                assert int.from_bytes(frames[-1].payload[:2], "big") == 1012
+                await peer.aclose()
 
             assert failures == [], f"{len(failures)} of {len(attempts) + len(failures)}: {failures[:3]}"
             new_pids = sup.worker_pids() - old_pids
