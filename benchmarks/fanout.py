@@ -235,6 +235,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--nice", type=int, default=0)
+    parser.add_argument("--only", metavar="SETUP/SHAPE/SIZE/RATE", default="",
+                        help="only measurements whose 'setup/shape/size/rate' contains this "
+                        "(e.g. 'many/128/10000'); for quick comparisons")
     parser.add_argument("--write-results", action="store_true",
                         help="write benchmarks/RESULTS-fanout.md and .json")
     args = parser.parse_args()
@@ -253,6 +256,8 @@ def main() -> None:
                 for shape in SHAPES:
                     for size in sizes:
                         for rate in (10_000.0, 0.0):
+                            if args.only not in f"{setup}/{shape}/{size}/{int(rate)}":
+                                continue
                             log(f"{setup} / {SHAPES[shape]} / {size} B / "
                                 f"{'10k/s' if rate else 'max'} ...")
                             record = measure(setup, shape, size, rate, args, pinning, redis,

@@ -1,4 +1,4 @@
-"""The pubsub hub: Redis PUBLISH / SUBSCRIBE, one channel per topic.
+"""The pubsub hub: Redis PUBLISH / SUBSCRIBE, one channel per topic, on one connection.
 
 Low latency, and lossy across an outage, which it reports: Redis keeps nothing for a
 subscriber that is not connected. So after every reconnect the hub resubscribes to
@@ -10,29 +10,38 @@ process was stopped, starved or flooded) drops its connection, and with it the
 backlog in its socket and in Redis's output buffer, resubscribes at once and reports
 a gap, rather than delivering stale messages from a buffer with no bound.
 
+Commands and the subscription share one RESP3 connection (Redis 6 or newer): pushes
+(messages, confirmations) arrive between replies, and the one task reading it hands
+each reply to its caller and each push to the subscription. A process publishing to a
+topic it is subscribed to gets its own message and the reply in one read, where two
+connections cost two reads and two wake-ups per publish.
+
 Subscriptions are counted per topic: the first member here sends SUBSCRIBE, the last
-one to leave sends UNSUBSCRIBE. One task writes them (``leave`` is synchronous, so
-it only wakes that task), one reads the connection: pushes, confirmations, pongs.
+one to leave sends UNSUBSCRIBE. One task writes them (``leave`` is synchronous, so it
+only wakes that task).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable
+from functools import partial
 
 import trio
 
 from ._errors import HubError, HubUnavailableError
-from ._hub_redis import RedisHub, seal, unseal
 from ._hub import logger
-from ._redis import RedisConnection
-from ._resp import Arg
+from ._hub_redis import RedisHub, seal, unseal
+from ._redis import Pipeline, RedisConnection
+from ._resp import Arg, Push
 from ._types import Opcode
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-#: Seconds between PINGs on an idle subscription (a dead peer is found in ~2x this).
+#: Seconds between PINGs on an idle connection (a silent Redis is found by the
+#: pipeline's timeout on the PING's answer).
 HEALTH_INTERVAL = 10.0
 
 
@@ -41,12 +50,13 @@ class _Lagging(Exception):
 
 
 class _Session:
-    """One subscriber connection's view of the subscriptions."""
+    """One connection's view of the subscriptions."""
 
-    __slots__ = ("connection", "outstanding", "subscribed")
+    __slots__ = ("connection", "outstanding", "pipeline", "subscribed")
 
     def __init__(self, connection: RedisConnection) -> None:
         self.connection = connection
+        self.pipeline: Pipeline | None = None
         #: The last command sent per topic: True SUBSCRIBE, False UNSUBSCRIBE.
         self.subscribed: dict[str, bool] = {}
         #: Commands sent per topic whose confirmation has not arrived yet.
@@ -80,10 +90,11 @@ class PubSubHub(RedisHub):
         self._gaps.pop(topic, None)
         self._wake.set()
 
-    # -- the subscriber --------------------------------------------------------------
+    # -- the connection --------------------------------------------------------------
 
-    async def _run(self, connection: RedisConnection,
-                   task_status: trio.TaskStatus[None]) -> None:
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        connection = await RedisConnection.open(self.address, timeout=self._timeout,
+                                                name="trio-gws-pubsub", resp3=True)
         started = False
         while True:
             up_since = trio.current_time()
@@ -91,11 +102,14 @@ class PubSubHub(RedisHub):
             try:
                 async with trio.open_nursery() as nursery:
                     session = self._session = _Session(connection)
+                    pipeline = session.pipeline = self._pipeline = Pipeline(
+                        connection, timeout=self._timeout,
+                        on_push=partial(self._on_push, session))
                     nursery.start_soon(self._write_subscriptions, session)
                     if not started:
                         task_status.started()
                         started = True
-                    await self._read(session)
+                    await pipeline.run()  # until the connection fails
             except BaseExceptionGroup as group:
                 expected, rest = group.split((_Lagging, HubUnavailableError))
                 if rest is not None or expected is None:
@@ -106,25 +120,27 @@ class PubSubHub(RedisHub):
                     logger.warning("hub fell behind: %s; dropping the backlog and "
                                    "resubscribing", error)
                 else:
-                    logger.warning("hub lost its subscription to Redis: %s; reconnecting",
+                    logger.warning("hub lost its connection to Redis: %s; reconnecting",
                                    error)
             finally:
                 self._session = None
+                self._pipeline = None
                 self._fail_waiting()
                 with trio.CancelScope(shield=True):
                     await connection.aclose()
             for topic in self._members:
                 self._gaps.setdefault(topic, "fell behind" if lagging
-                                      else "the subscription to Redis was lost")
+                                      else "the connection to Redis was lost")
             if not lagging:
                 await self._pause_if_flapping(up_since)
-            connection = await self._connect("subscriber")
+            connection = await self._connect("pubsub", resp3=True)
             self.reconnects += 1
-            logger.warning("hub subscription to Redis at %s is back; resubscribing %d "
+            logger.warning("hub is connected to Redis at %s again; resubscribing %d "
                            "topic(s)", self.address, len(self._members))
 
     async def _write_subscriptions(self, session: _Session) -> None:
-        """SUBSCRIBE what has members here, UNSUBSCRIBE what has none; PING when idle."""
+        """SUBSCRIBE what has members here, UNSUBSCRIBE what has none; PING when idle.
+        (Their confirmations are pushes, without a reply: nothing waits for them here.)"""
         connection = session.connection
         while True:
             self._wake = wake = trio.Event()
@@ -144,37 +160,20 @@ class PubSubHub(RedisHub):
                 await connection.send(*commands)
             with trio.move_on_after(HEALTH_INTERVAL) as idle:
                 await wake.wait()
-            if idle.cancelled_caught:
-                await connection.send(("PING",))
+            if idle.cancelled_caught and session.pipeline is not None:
+                await session.pipeline.call("PING")  # a silent Redis times out here
 
-    async def _read(self, session: _Session) -> None:
-        """Deliver messages, track confirmations, until the connection fails."""
-        connection = session.connection
-        max_lag = self._max_lag
-        with trio.CancelScope() as scope:
-            while True:
-                scope.deadline = trio.current_time() + 2 * HEALTH_INTERVAL + self._timeout
-                reply = await connection.receive()
-                while reply is not False:
-                    if reply == b"PONG":  # PING while subscribed to nothing
-                        reply = connection.receive_buffered()
-                        continue
-                    if not isinstance(reply, list) or len(reply) < 2:
-                        raise HubUnavailableError(f"unexpected reply on the subscription: "
-                                                  f"{reply!r}")
-                    kind = reply[0]
-                    if kind == b"message":
-                        self._on_message(reply[1], reply[2], max_lag)
-                    elif kind == b"subscribe" or kind == b"unsubscribe":
-                        await self._confirmed(session, reply[1])
-                    elif kind != b"pong":
-                        raise HubUnavailableError(f"unexpected push on the subscription: "
-                                                  f"{reply!r}")
-                    reply = connection.receive_buffered()
-        raise HubUnavailableError(f"Redis at {self.address} went silent on the "
-                                  "subscription (no answer to PING)")
+    def _on_push(self, session: _Session, push: Push) -> Awaitable[None] | None:
+        """A message or a confirmation, in the order Redis sent it."""
+        kind = push[0]
+        if kind == b"message":
+            self._on_message(push[1], push[2])
+            return None
+        if kind == b"subscribe" or kind == b"unsubscribe":
+            return self._confirmed(session, push[1])
+        return None  # other pushes (client tracking...) are not ours
 
-    def _on_message(self, channel: bytes, data: bytes, max_lag: float | None) -> None:
+    def _on_message(self, channel: bytes, data: bytes) -> None:
         topic = self._topic_of(channel)
         if topic is None:
             return  # left meanwhile (its UNSUBSCRIBE is on the way)
@@ -184,6 +183,7 @@ class PubSubHub(RedisHub):
                            topic)
             return
         opcode, published, payload = sealed
+        max_lag = self._max_lag
         if max_lag is not None:
             lag = time.time() - published
             if lag > max_lag:
@@ -191,7 +191,7 @@ class PubSubHub(RedisHub):
                                f"(max_lag {max_lag}s)")
         self._deliver(topic, opcode, payload)
 
-    async def _confirmed(self, session: _Session, channel: bytes) -> None:
+    def _confirmed(self, session: _Session, channel: bytes) -> Awaitable[None] | None:
         """A SUBSCRIBE or UNSUBSCRIBE was done: once the last one sent for a topic is,
         its state is settled (a gap is reported before its next message)."""
         try:
@@ -201,12 +201,13 @@ class PubSubHub(RedisHub):
         left = session.outstanding.get(topic, 0) - 1
         if left > 0:
             session.outstanding[topic] = left
-            return
+            return None
         session.outstanding.pop(topic, None)
         if not session.subscribed.get(topic):
             session.subscribed.pop(topic, None)
-            return
+            return None
         self._now_live(topic)
         why = self._gaps.pop(topic, None)
         if why is not None:
-            await self._gap(topic, why)
+            return self._gap(topic, why)
+        return None

@@ -1,8 +1,10 @@
 """What both Redis hubs share: connections that come back, the envelope, gaps.
 
-A Redis hub holds two connections: one for commands (PUBLISH, XADD...), pipelined so
-that many tasks publish concurrently over it, and one for the subscription, read by
-one subscriber task. Both live in the hub's nursery and reconnect by themselves with
+Commands (PUBLISH, XADD...) go through a ``Pipeline``, so that many tasks publish
+concurrently over one connection; the subscription is read by one subscriber task.
+pubsub mode does both on one RESP3 connection (a publish's own message and its reply
+then usually arrive in one read); streams mode needs a second connection for its
+blocking XREAD. Connections live in the hub's nursery and reconnect by themselves with
 bounded backoff (``Backoff``); while the command connection is down, ``publish``
 raises ``HubUnavailableError`` at once instead of buffering.
 
@@ -138,13 +140,13 @@ class RedisHub(Hub):
             raise HubError(f"Redis at {self.address} refused {args[0]!s}: {reply}")
         return reply
 
-    async def _connect(self, role: str) -> RedisConnection:
+    async def _connect(self, role: str, *, resp3: bool = False) -> RedisConnection:
         """A new connection, retrying with backoff until Redis answers."""
         attempt = 0
         while True:
             try:
                 return await RedisConnection.open(self.address, timeout=self._timeout,
-                                                  name=f"trio-gws-{role}")
+                                                  name=f"trio-gws-{role}", resp3=resp3)
             except HubError as exc:
                 delay = self._backoff.delay(attempt)
                 level = logging.WARNING if attempt == 0 else logging.DEBUG
@@ -224,10 +226,9 @@ class RedisHub(Hub):
         except Exception:
             logger.exception("on_gap raised for topic %r", topic)
 
-    async def _run(self, connection: RedisConnection,
-                   task_status: trio.TaskStatus[None]) -> None:
-        """The subscriber task: report started once subscribed, then deliver until
-        cancelled, reconnecting as needed."""
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        """Connect (raising if Redis cannot be reached), report started, then run the
+        connections until cancelled, reconnecting as needed."""
         raise NotImplementedError
 
 
@@ -254,21 +255,11 @@ async def open_redis_hub(url: str, mode: Mode, on_gap: OnGap | None, *, prefix: 
                          maxlen=maxlen, backoff=backoff, timeout=timeout)
     else:
         raise ValueError(f"mode is 'pubsub' or 'streams', not {mode!r}")
-    # Both connections first: a Redis that cannot be reached fails open_hub plainly.
-    commands = await RedisConnection.open(address, timeout=timeout, name="trio-gws-commands")
-    try:
-        subscriber = await RedisConnection.open(address, timeout=timeout,
-                                                name="trio-gws-subscriber")
-    except BaseException:
-        await commands.aclose()
-        raise
-    # Usable at once: the subscriber's start (streams) may need commands already.
-    pipeline = hub._pipeline = Pipeline(commands, timeout=timeout)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub._run_commands, pipeline)
             try:
-                await nursery.start(hub._run, subscriber)
+                # Raises (HubUnavailableError...) when Redis cannot be reached now.
+                await nursery.start(hub._serve)
                 yield hub
             finally:
                 hub._close()

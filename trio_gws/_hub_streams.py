@@ -26,7 +26,7 @@ import trio
 from ._errors import HubError, HubUnavailableError
 from ._hub import logger
 from ._hub_redis import RedisHub, seal, unseal
-from ._redis import RedisConnection
+from ._redis import Pipeline, RedisConnection
 from ._resp import ReplyError
 from ._types import Opcode
 
@@ -143,6 +143,23 @@ class StreamsHub(RedisHub):
         self._positions.pop(topic, None)
 
     # -- the subscriber --------------------------------------------------------------
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        """Two connections: pipelined commands, and the blocking XREAD."""
+        timeout = self._timeout
+        commands = await RedisConnection.open(self.address, timeout=timeout,
+                                              name="trio-gws-commands")
+        try:
+            reader = await RedisConnection.open(self.address, timeout=timeout,
+                                                name="trio-gws-subscriber")
+        except BaseException:
+            await commands.aclose()
+            raise
+        # Usable at once: the reader's first steps may need commands already.
+        pipeline = self._pipeline = Pipeline(commands, timeout=timeout)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_commands, pipeline)
+            await self._run(reader, task_status)
 
     async def _run(self, connection: RedisConnection,
                    task_status: trio.TaskStatus[None]) -> None:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import ssl
 import sys
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from ._errors import HubError, HubUnavailableError
-from ._resp import Arg, ProtocolError, RedisAddress, ReplyError, ReplyParser, encode_command
+from ._resp import (Arg, ProtocolError, Push, RedisAddress, ReplyError, ReplyParser,
+                    encode_command)
+from ._transport import Transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -34,6 +37,9 @@ class RedisConnection:
 
     def __init__(self, stream: trio.abc.Stream, address: RedisAddress) -> None:
         self.stream = stream
+        # A plain socket's reads and writes go straight to it (see _transport): one
+        # command per publish makes the per-call costs of SocketStream count.
+        self._transport = Transport(stream)
         self.address = address
         self._parser = ReplyParser()
         self._send_lock = trio.StrictFIFOLock()
@@ -41,8 +47,10 @@ class RedisConnection:
 
     @classmethod
     async def open(cls, address: RedisAddress, *, timeout: float,
-                   name: str | None = None) -> RedisConnection:
-        """Connect and log in (AUTH, SELECT, CLIENT SETNAME), all within ``timeout``.
+                   name: str | None = None, resp3: bool = False) -> RedisConnection:
+        """Connect and log in (AUTH, SELECT, CLIENT SETNAME), all within ``timeout``;
+        with ``resp3``, through ``HELLO 3`` (Redis 6 or newer), so that one connection
+        carries both commands and pub/sub pushes.
 
         Raises:
             HubUnavailableError: Redis cannot be reached, or did not answer in time.
@@ -61,7 +69,7 @@ class RedisConnection:
                                                 server_hostname=address.host)
                 connection = cls(stream, address)
                 try:
-                    await connection._login(name)
+                    await connection._login(name, resp3)
                 except BaseException:
                     await trio.aclose_forcefully(stream)
                     raise
@@ -72,10 +80,15 @@ class RedisConnection:
         except (OSError, trio.BrokenResourceError) as exc:
             raise HubUnavailableError(f"cannot reach Redis at {address}: {exc}") from exc
 
-    async def _login(self, name: str | None) -> None:
+    async def _login(self, name: str | None, resp3: bool) -> None:
         address = self.address
         commands: list[tuple[Arg, ...]] = []
-        if address.password is not None:
+        if resp3:
+            hello: tuple[Arg, ...] = ("HELLO", 3)
+            if address.password is not None:
+                hello += ("AUTH", address.username or "default", address.password)
+            commands.append(hello)
+        elif address.password is not None:
             commands.append(("AUTH", address.username, address.password)
                             if address.username else ("AUTH", address.password))
         if address.db:
@@ -88,7 +101,10 @@ class RedisConnection:
         for command in commands:
             reply = await self.receive()
             if isinstance(reply, ReplyError):
-                raise HubError(f"Redis at {address} refused {command[0]!s}: {reply}")
+                needs = (" (pubsub mode needs Redis 6 or newer: RESP3)"
+                         if command[0] == "HELLO" and "unknown command" in str(reply) else "")
+                raise HubError(f"Redis at {address} refused "
+                               f"{'AUTH' if 'AUTH' in command else command[0]!s}: {reply}{needs}")
 
     async def send(self, *commands: tuple[Arg, ...]) -> None:
         """Send commands in one write (they are pipelined: read their replies in order).
@@ -104,7 +120,7 @@ class RedisConnection:
             raise HubUnavailableError(f"the connection to Redis at {self.address} is broken")
         async with self._send_lock:
             try:
-                await self.stream.send_all(data)
+                await self._transport.send_all(data)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.broken = True
                 raise HubUnavailableError(
@@ -124,7 +140,7 @@ class RedisConnection:
         reply = self._next(parser)
         while reply is False:
             try:
-                data = await self.stream.receive_some(READ_SIZE)
+                data = await self._transport.receive_some(READ_SIZE)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.broken = True
                 raise HubUnavailableError(
@@ -176,9 +192,13 @@ class Pipeline:
     scope per call: a publish is the hot path.)
     """
 
-    def __init__(self, connection: RedisConnection, *, timeout: float) -> None:
+    def __init__(self, connection: RedisConnection, *, timeout: float,
+                 on_push: Callable[[Push], Awaitable[None] | None] | None = None) -> None:
         self.connection = connection
         self._timeout = timeout
+        # RESP3: pushes (pub/sub) come between replies; on_push handles them in order,
+        # and returns an awaitable only when it has to wait (a gap to report).
+        self._on_push = on_push
         self._waiting: deque[_Waiter] = deque()
         self.closed = False
         self.late = False
@@ -205,9 +225,16 @@ class Pipeline:
     async def _read(self) -> None:
         connection = self.connection
         waiting = self._waiting
+        on_push = self._on_push
         while True:
             reply = await connection.receive()
             while reply is not False:
+                if on_push is not None and type(reply) is Push:
+                    pending = on_push(reply)
+                    if pending is not None:
+                        await pending
+                    reply = connection.receive_buffered()
+                    continue
                 if not waiting:
                     raise HubUnavailableError(
                         f"Redis at {connection.address} sent a reply nobody asked for")

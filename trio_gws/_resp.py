@@ -5,9 +5,9 @@ in C, so a pub/sub message costs one call instead of a Python loop over its part
 hiredis comes with the ``trio-gws[redis]`` extra; this module is imported only when
 a hub talks to Redis, and says which extra is missing when it is.
 
-Replies are RESP2 values: ``bytes`` (bulk and simple strings), ``int``, ``list``,
-``None``, and ``ReplyError`` for an error reply (returned, not raised, so one bad
-reply in a pipeline does not lose the others).
+Replies are ``bytes`` (bulk and simple strings), ``int``, ``list``, ``dict`` (RESP3
+maps), ``None``, ``Push`` (RESP3 pushes: a list), and ``ReplyError`` for an error
+reply (returned, not raised, so one bad reply in a pipeline does not lose the others).
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in the t
 Arg = Union[bytes, str, int, float, memoryview]
 
 DEFAULT_PORT = 6379
+
+
+#: A RESP3 push (pub/sub messages and confirmations on a RESP3 connection): a list.
+Push = hiredis.PushNotification
 
 
 class ReplyError(Exception):
