@@ -12,8 +12,10 @@ of 10 over 1,000 connections) and each payload size (128 B, 4 KiB), it measures:
 * at the most the setup delivers (at most 20,000 deliveries outstanding):
   deliveries/s.
 
-Fresh servers per measurement, pinned with the Redis server to core 0; the load
-generator (picows on uvloop, ``fanout_loadgen.py``) on core 1. Everything binds and
+Fresh servers per measurement, pinned with redis-server to core 0; the load
+generator (picows on uvloop, ``fanout_loadgen.py``) on core 1. (``--redis-core
+client`` puts Redis on core 1: measured, the servers then spend more per delivery,
+since waking Redis across cores costs more, and Redis competes with the load.) Everything binds and
 dials 127.0.0.1; redis-server runs with persistence off in a temporary folder and is
 stopped by its PID. Targets: Redis adds under 1 ms to p50 at 10,000 deliveries/s;
 CPU per delivery through Redis within 1.3x of in-process.
@@ -52,14 +54,14 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def start_redis(folder: Path, pinning: Pinning) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis(folder: Path, pinning: Pinning, core: str) -> tuple[subprocess.Popen[bytes], int]:
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is missing: run `make components`")
     port = free_port()
     cmd = pinning.wrap([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir",
                         str(folder), "--save", "", "--appendonly", "no",
-                        "--loglevel", "warning"], pinning.server_core)
+                        "--loglevel", "warning"], core)
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     import socket
@@ -235,6 +237,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--nice", type=int, default=0)
+    parser.add_argument("--redis-core", choices=["client", "server"], default="server",
+                        help="the core redis-server is pinned to (default: the servers'; "
+                        "on the load generator's core it competes with the load, and "
+                        "waking it across cores costs the servers more)")
     parser.add_argument("--only", metavar="SETUP/SHAPE/SIZE/RATE", default="",
                         help="only measurements whose 'setup/shape/size/rate' contains this "
                         "(e.g. 'many/128/10000'); for quick comparisons")
@@ -250,7 +256,9 @@ def main() -> None:
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gws-fanout-") as tmp:
         folder = Path(tmp)
-        redis = start_redis(folder, pinning)
+        redis = start_redis(folder, pinning,
+                            pinning.server_core if args.redis_core == "server"
+                            else pinning.client_core)
         try:
             for setup in SETUPS:
                 for shape in SHAPES:
@@ -275,7 +283,9 @@ def main() -> None:
         "wall_min": (time.time() - started) / 60, "machine": machine(),
         "load_start": load_start,
         "load_end": "/".join(f"{x:.2f}" for x in os.getloadavg()),
-        "pinning": ("servers and redis-server on core 0, load generator on core 1"
+        "pinning": (f"servers on core {pinning.server_core}, load generator on core "
+                    f"{pinning.client_core}, redis-server on core "
+                    f"{pinning.server_core if args.redis_core == 'server' else pinning.client_core}"
                     if pinning.active else "none") + (f", nice {args.nice}" if args.nice else ""),
         "versions": versions(), "warmup": args.warmup, "duration": args.duration,
     }

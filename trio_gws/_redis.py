@@ -118,6 +118,20 @@ class RedisConnection:
     async def send_raw(self, data: bytes) -> None:
         if self.broken:
             raise HubUnavailableError(f"the connection to Redis at {self.address} is broken")
+        if not self._send_lock.locked():
+            # Nobody is sending: write at once, without the lock's checkpoint (a publish
+            # waits for its reply next anyway). Only what the kernel did not take goes
+            # the usual way, and nothing can have cut in before it: no checkpoint yet.
+            try:
+                written = self._transport.write_now(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.broken = True
+                raise HubUnavailableError(
+                    f"lost the connection to Redis at {self.address}: {exc}") from exc
+            if written == len(data):
+                return
+            if written > 0:
+                data = data[written:]
         async with self._send_lock:
             try:
                 await self._transport.send_all(data)
