@@ -241,7 +241,7 @@ async def _open_listeners(options: argparse.Namespace) -> list[trio.SocketListen
     listeners: list[trio.SocketListener | UnixListener] = []
     if options.port is not None or options.unix is None:
         listeners += await open_tcp_listeners(8000 if options.port is None else options.port,
-                                              host=options.host)
+                                              host=options.host or None)
     if options.unix is not None:
         listeners.append(await open_unix_listener(options.unix))
     return listeners
