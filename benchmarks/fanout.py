@@ -300,14 +300,13 @@ def main() -> None:
         args.duration = 2.0
         args.rounds = 1
     pinning = Pinning(enabled=not args.no_pin, nice=args.nice)
+    redis_core = pinning.server_core if args.redis_core == "server" else pinning.client_core
     started = time.time()
     load_start = "/".join(f"{x:.2f}" for x in os.getloadavg())
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gws-fanout-") as tmp:
         folder = Path(tmp)
-        redis = start_redis(folder, pinning,
-                            pinning.server_core if args.redis_core == "server"
-                            else pinning.client_core)
+        redis = start_redis(folder, pinning, redis_core)
         try:
             for round_ in range(args.rounds):
                 for setup in SETUPS:
@@ -335,8 +334,7 @@ def main() -> None:
         "load_start": load_start,
         "load_end": "/".join(f"{x:.2f}" for x in os.getloadavg()),
         "pinning": (f"servers on core {pinning.server_core}, load generator on core "
-                    f"{pinning.client_core}, redis-server on core "
-                    f"{pinning.server_core if args.redis_core == 'server' else pinning.client_core}"
+                    f"{pinning.client_core}, redis-server on core {redis_core}"
                     if pinning.active else "none") + (f", nice {args.nice}" if args.nice else ""),
         "versions": versions(), "warmup": args.warmup, "duration": args.duration,
         "rounds": args.rounds,

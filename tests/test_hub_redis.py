@@ -101,7 +101,8 @@ async def test_two_hubs_deliver_everything_once_in_one_order(tmp_path: Path, mod
                 publishers.start_soon(publish, one, 0)
                 publishers.start_soon(publish, two, 1000)
             for client in clients:
-                await client.recorder.wait_for(lambda c=client: len(c.recorder.data()) >= 2 * count)
+                await client.recorder.wait_for(
+                    lambda c=client: len(c.recorder.data()) >= 2 * count)
             await trio.sleep(0.2)  # anything extra would show now
             orders = [client.recorder.data() for client in clients]
             assert sorted(orders[0]) == [*range(count), *range(1000, 1000 + count)]
@@ -265,7 +266,7 @@ async def test_a_process_that_falls_behind_reports_a_gap(tmp_path: Path, mode: s
     goes on afterwards."""
     gaps = GapLog()
     with redis_server(tmp_path) as redis, trio.fail_after(TIMEOUT):
-        async with gws.open_hub(redis.url, mode, on_gap=gaps, max_lag=0.5, maxlen=10,  # type: ignore[arg-type]
+        async with gws.open_hub(redis.url, mode, on_gap=gaps, max_lag=0.5, maxlen=10,
                                 backoff=BACKOFF) as hub, \
                 served(hub) as port, trio.open_nursery() as nursery:
             member = await join(nursery, f"ws://127.0.0.1:{port}/?topic=t")
@@ -304,9 +305,10 @@ async def test_unreachable_redis_fails_open_hub_clearly(tmp_path: Path) -> None:
         redis_cli(redis, "CONFIG", "SET", "requirepass", "right")
         for mode in MODES:  # pubsub logs in with HELLO 3 AUTH, streams with AUTH
             with pytest.raises(gws.HubError, match="refused AUTH"):
-                async with gws.open_hub(f"redis://:wrong@127.0.0.1:{redis.port}/0", mode):  # type: ignore[arg-type]
+                async with gws.open_hub(f"redis://:wrong@127.0.0.1:{redis.port}/0", mode):
                     pass
-            async with gws.open_hub(f"redis://:right@127.0.0.1:{redis.port}/0", mode) as hub:  # type: ignore[arg-type]
+            async with gws.open_hub(f"redis://:right@127.0.0.1:{redis.port}/0",
+                                    mode) as hub:
                 await hub.publish("t", gws.Opcode.TEXT, "logged in")
 
 

@@ -151,7 +151,8 @@ async def test_two_workers_100_clients_every_message_once_in_one_order(
                         for topic in "ab"}
             for i, client in enumerate(clients):
                 total = len(expected["ab"[i % 2]])
-                await client.recorder.wait_for(lambda c=client, t=total: len(c.recorder.data()) >= t)
+                await client.recorder.wait_for(
+                    lambda c=client, t=total: len(c.recorder.data()) >= t)
             await trio.sleep(0.3)  # a duplicate would show now
             for topic_index, topic in enumerate("ab"):
                 orders = [c.recorder.data() for i, c in enumerate(clients) if i % 2 == topic_index]
@@ -301,7 +302,8 @@ async def test_sighup_rolls_without_refusing_or_resetting_a_connection(tmp_path:
                 assert int.from_bytes(frames[-1].payload[:2], "big") == 1012
                 await peer.aclose()
 
-            assert failures == [], f"{len(failures)} of {len(attempts) + len(failures)}: {failures[:3]}"
+            tried = len(attempts) + len(failures)
+            assert failures == [], f"{len(failures)} of {tried}: {failures[:3]}"
             new_pids = sup.worker_pids() - old_pids
             assert len(new_pids) == 2
             assert {pid for at, pid in attempts if at > rolled + 0.1} <= new_pids

@@ -52,8 +52,8 @@ async def app() -> AsyncIterator[Room]:
         async with gws.open_hub() as hub:
             yield Room(hub)
         return
-    async with gws.open_hub(url, mode=os.environ.get("GWS_TEST_MODE", "pubsub"),  # type: ignore[arg-type]
-                            on_gap=on_gap,
+    mode = os.environ.get("GWS_TEST_MODE", "pubsub")
+    async with gws.open_hub(url, mode=mode, on_gap=on_gap,  # type: ignore[arg-type]
                             max_lag=float(os.environ.get("GWS_TEST_MAX_LAG", "5")),
                             maxlen=int(os.environ.get("GWS_TEST_MAXLEN", "10000")),
                             backoff=Backoff(initial=0.05, maximum=0.5)) as hub:

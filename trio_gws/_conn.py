@@ -115,11 +115,12 @@ class Conn(trio.abc.AsyncResource):
     """
 
     __slots__ = (
-        "_close_deadline", "_config", "_end_callbacks", "_ended", "_handler", "_is_server", "_leftover",
+        "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
         "_lifecycle", "_nursery", "_parallel", "_pings", "_pong_seen", "_read_deadline",
         "_read_scope", "_reader", "_reader_task", "_receive_scope", "_trace", "_transport",
         "_writer", "extension", "latency", "local_address", "remote_address", "request",
         "session", "subprotocol", "__weakref__",
+        "_end_callbacks",
     )
 
     def __init__(
