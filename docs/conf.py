@@ -80,6 +80,8 @@ nitpick_ignore = [
     for name in (
         # the standard library
         "collections.abc.AsyncIterable",
+        "collections.abc.Awaitable",
+        "collections.abc.Callable",
         "collections.abc.AsyncIterator",
         "collections.abc.Callable[[]",  # how autodoc splits Callable[[], X] in a signature
         "collections.abc.Iterable",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,8 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_sync_connect
 
 from helpers import http_exchange, load_chat_example
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat" / "server.py"
 
 TIMEOUT = 15
 
@@ -136,3 +140,33 @@ async def test_chat_refuses_other_origins_and_paths() -> None:
 ])
 def test_own_origins(host: str, port: int, expected: list[str | None]) -> None:
     assert chat.own_origins(host, port) == expected
+
+
+def test_one_room_across_two_processes_through_redis(tmp_path: Path) -> None:
+    """Two chat servers, two processes on two ports, one real redis-server: what is
+    typed on one reaches the other, and joins and leaves cross too."""
+    from realproc import free_port, running
+    from redisproc import redis_server
+
+    ports = [free_port(), free_port()]
+    with redis_server(tmp_path) as redis, contextlib.ExitStack() as stack:
+        for index, port in enumerate(ports):
+            stack.enter_context(running(
+                [sys.executable, EXAMPLE, "--port", str(port), "--redis", redis.url],
+                log=tmp_path / f"chat-{index}.log", port=port))
+        alice = join(stack, ports[0], "alice")
+        assert receive(alice)["type"] == "welcome"
+        assert receive(alice)["name"] == "alice"  # her own join, back through Redis
+        bob = join(stack, ports[1], "bob")
+        assert receive(bob) == {"type": "welcome", "name": "bob", "users": ["bob"]}
+        for ws in (alice, bob):  # bob's join, told on both servers
+            event = receive(ws)
+            assert (event["type"], event["name"]) == ("join", "bob")
+        alice.send("hello from the first server")
+        bob.send("and back from the second")
+        seen = [[receive(ws)["text"] for _ in range(2)] for ws in (alice, bob)]
+        assert sorted(seen[0]) == ["and back from the second", "hello from the first server"]
+        assert seen[0] == seen[1]  # whichever Redis took first, first for everyone
+        bob.close()
+        left = receive(alice)
+        assert (left["type"], left["name"]) == ("leave", "bob")

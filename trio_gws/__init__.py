@@ -13,6 +13,8 @@ from ._errors import (
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    HubError,
+    HubUnavailableError,
     InvalidTextError,
     MessageTooLargeError,
     ProtocolError,
@@ -23,6 +25,7 @@ from ._errors import (
 )
 from ._handler import EventHandler
 from ._handshake import Request
+from ._hub import Hub, LocalHub, open_hub
 from ._http import Headers
 from ._lifecycle import State
 from ._listeners import UnixListener, open_tcp_listeners, open_unix_listener
@@ -49,7 +52,11 @@ __all__ = [
     "EventHandler",
     "HandshakeError",
     "Headers",
+    "Hub",
+    "HubError",
+    "HubUnavailableError",
     "InvalidTextError",
+    "LocalHub",
     "Message",
     "MessageStream",
     "MessageTooLargeError",
@@ -72,6 +79,7 @@ __all__ = [
     "connect",
     "connect_forever",
     "open_conn",
+    "open_hub",
     "open_tcp_listeners",
     "open_unix_listener",
     "parse_url",

@@ -107,6 +107,7 @@ async def end(conn: Conn, outcome: Outcome, *, shielded: bool = False) -> None:
         return
     conn._lifecycle.end()
     conn._transition("ended")
+    conn._run_end_callbacks()
     # Shielded: under an outer cancellation aclose would raise Cancelled again
     # and skip the report.
     with trio.CancelScope(shield=True):

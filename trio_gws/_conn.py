@@ -40,7 +40,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -101,6 +101,7 @@ class Conn(trio.abc.AsyncResource):
         "_transport",
         "_writer", "extension", "latency", "local_address", "remote_address", "request",
         "session", "subprotocol", "__weakref__",
+        "_end_callbacks",
     )
 
     def __init__(
@@ -158,6 +159,8 @@ class Conn(trio.abc.AsyncResource):
         # Made when somebody waits for the end (most connections: nobody). Events are
         # small, but not times thousands of idle connections.
         self._ended: trio.Event | None = None
+        # Told synchronously when the connection ends (a hub removes its member).
+        self._end_callbacks: list[Callable[[Conn], None]] | None = None
         self._pong_seen: trio.Event | None = None  # keepalive: a pong arrived
         # ping(): payload -> (sent at, answered); made by the first ping().
         self._pings: dict[bytes, Ping] | None = None
@@ -554,3 +557,24 @@ class Conn(trio.abc.AsyncResource):
             async for chunk in chunks_of(source, chunk_size):
                 await writer.write(chunk)
             return writer.sent
+
+    # -- end callbacks ---------------------------------------------------------------
+
+    def _on_end(self, callback: Callable[[Conn], None]) -> None:
+        """Call ``callback(conn)`` once when the connection ends, before ``on_close``
+        / ``on_error`` (a hub forgets its member there, so the application needs no
+        ``leave_all``). Called at once when it has ended already."""
+        if self._lifecycle.ended:
+            callback(self)
+            return
+        if self._end_callbacks is None:
+            self._end_callbacks = []
+        self._end_callbacks.append(callback)
+
+    def _run_end_callbacks(self) -> None:
+        callbacks, self._end_callbacks = self._end_callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                self._config.logger.exception("end callback %r raised in %s", callback, self)

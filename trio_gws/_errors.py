@@ -151,3 +151,17 @@ class ProxyError(HandshakeError):
         super().__init__(message, status=status, headers=headers, body=body)
         self.proxy = proxy
         self.socks_code = socks_code
+
+
+class HubError(WebSocketError):
+    """A hub (``gws.open_hub``) could not do what was asked, e.g. Redis refused a
+    command (the message says which and why)."""
+
+
+class HubUnavailableError(HubError):
+    """The hub's engine (Redis) cannot be reached right now: nothing was buffered.
+
+    ``publish`` raises it while Redis is down (a publish cut off by the outage may or
+    may not have reached Redis), ``join`` while the subscription cannot be made. The
+    hub reconnects by itself, with bounded backoff; retry later, or tell the client.
+    """

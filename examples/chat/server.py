@@ -24,8 +24,16 @@ A client too slow to take its messages fills its bounded write queue and is
 disconnected (close 1008) rather than holding up the room; keepalive pings find
 dead peers.
 
-Run: ``python examples/chat/server.py [--host 127.0.0.1] [--port 8000]``; Ctrl+C
-shuts down gracefully (everyone gets close 1001).
+Every event goes through a hub (``gws.open_hub``): in-process by default, or Redis
+with ``--redis URL``, so that servers in several processes or on several hosts
+share one room: run two on two ports with the same ``--redis`` and a message typed
+on one reaches the other. ``users`` and ``count`` are then those of the server the
+event came from. If Redis goes away, what is typed meanwhile is refused with a
+``{"type": "notice"}`` to its sender, and after Redis is back every member is told
+that messages may have been missed (the hub's ``on_gap``).
+
+Run: ``python examples/chat/server.py [--host 127.0.0.1] [--port 8000] [--redis
+redis://127.0.0.1:6379/0]``; Ctrl+C shuts down gracefully (everyone gets close 1001).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import MutableMapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -44,6 +53,7 @@ import trio_gws as gws
 PAGE = Path(__file__).with_name("index.html")
 MAX_NAME = 24
 MAX_TEXT = 2000
+ROOM = "chat"  # the hub topic of the room
 
 
 def _address(conn: gws.Conn) -> str:
@@ -55,10 +65,12 @@ def _address(conn: gws.Conn) -> str:
 
 
 class ChatRoom(gws.EventHandler):
-    """Everyone connected, by connection; every event is told to the whole room."""
+    """Everyone connected here, by connection; every event is told to the whole room,
+    on every server sharing the hub."""
 
     def __init__(self, page: bytes = b"") -> None:
         self.members: dict[gws.Conn, str] = {}
+        self.hub: gws.Hub = gws.LocalHub()  # run_chat puts the hub it opened here
         self.page = page
 
     # -- plain HTTP on the same port --------------------------------------------------
@@ -92,37 +104,53 @@ class ChatRoom(gws.EventHandler):
     async def on_open(self, conn: gws.Conn) -> None:
         remote = conn.remote_address
         name = str(conn.session.get("name") or f"guest-{remote[1] if remote else '?'}")
+        # Joined first: the welcome tells the newcomer it will hear everything from now.
+        # (A hub that cannot reach Redis raises here: the newcomer is closed with 1011.)
+        await self.hub.join(ROOM, conn)
         self.members[conn] = name
         await conn.write_message(gws.Opcode.TEXT, json.dumps(
             {"type": "welcome", "name": name, "users": sorted(self.members.values())}))
-        self.tell_everyone({"type": "join", "name": name, "address": _address(conn),
-                            "count": len(self.members)})
+        await self.tell_everyone({"type": "join", "name": name, "address": _address(conn),
+                                  "count": len(self.members)})
 
     async def on_message(self, conn: gws.Conn, message: gws.Message) -> None:
         if message.opcode is not gws.Opcode.TEXT:
             await conn.write_close(1003, "text messages only")
             return
         text = message.text.strip()[:MAX_TEXT]
-        if text:
-            self.tell_everyone({"type": "message", "name": self.members[conn],
-                                "address": _address(conn), "text": text})
+        if text and not await self.tell_everyone(
+                {"type": "message", "name": self.members[conn], "address": _address(conn),
+                 "text": text}):
+            await conn.write_message(gws.Opcode.TEXT, json.dumps(
+                {"type": "notice", "text": "the room is unreachable: not sent, try again"}))
 
     async def on_close(self, conn: gws.Conn, code: int, reason: bytes) -> None:
-        self._leave(conn)
+        await self._leave(conn)
 
     async def on_error(self, conn: gws.Conn, error: Exception) -> None:
-        self._leave(conn)
+        await self._leave(conn)
 
-    def _leave(self, conn: gws.Conn) -> None:
+    async def _leave(self, conn: gws.Conn) -> None:
+        # The hub forgot the connection by itself when it ended; the room says goodbye.
         name = self.members.pop(conn, None)
         if name is not None:
-            self.tell_everyone({"type": "leave", "name": name, "address": _address(conn),
-                                "count": len(self.members)})
+            await self.tell_everyone({"type": "leave", "name": name,
+                                      "address": _address(conn), "count": len(self.members)})
 
-    def tell_everyone(self, event: dict[str, Any]) -> int:
-        """Queue ``event`` to every member; returns how many took it."""
-        return gws.Broadcaster(gws.Opcode.TEXT, json.dumps(event)).broadcast_all(
-            list(self.members))
+    async def tell_everyone(self, event: dict[str, Any]) -> bool:
+        """Publish ``event`` to the room (every server); False if the hub is down."""
+        try:
+            await self.hub.publish(ROOM, gws.Opcode.TEXT, json.dumps(event))
+        except gws.HubUnavailableError:
+            return False
+        return True
+
+    async def on_gap(self, topic: str, members: frozenset[gws.Conn]) -> None:
+        """Redis was away (or this server fell behind): say so; a real application
+        would send the state to resync from here."""
+        gws.Broadcaster(gws.Opcode.TEXT, json.dumps(
+            {"type": "notice", "text": "the connection to the room was lost for a while: "
+                                       "messages may have been missed"})).broadcast_all(members)
 
 
 # -- running it ---------------------------------------------------------------------
@@ -141,14 +169,23 @@ async def run_chat(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
+    redis: str | None = None,
     task_status: trio.TaskStatus[gws.Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the page, the health check and the chat on one port until cancelled."""
+    """Serve the page, the health check and the chat on one port until cancelled;
+    with ``redis`` (a URL) the room is shared with every server using that Redis."""
     # Listen first: with port 0 the port is known only then, and the allowed origins
     # depend on it.
     listeners = await gws.open_tcp_listeners(port, host=host)
     port = int(listeners[0].socket.getsockname()[1])
     room = ChatRoom(PAGE.read_bytes())
+    async with (gws.open_hub(redis, on_gap=room.on_gap) if redis else gws.open_hub()) as hub:
+        room.hub = hub
+        await _serve(room, listeners, host, port, task_status)
+
+
+async def _serve(room: ChatRoom, listeners: list[trio.SocketListener], host: str, port: int,
+                 task_status: trio.TaskStatus[gws.Server]) -> None:
     config = gws.Config(
         http_handler=room.http,
         origins=own_origins(host, port),
@@ -165,20 +202,22 @@ async def run_chat(
     await gws.serve_listeners(room, listeners, config=config, task_status=task_status)
 
 
-async def main(host: str, port: int) -> None:
+async def main(host: str, port: int, redis: str | None) -> None:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(run_chat, host, port)
+        server = await nursery.start(partial(run_chat, host, port, redis=redis))
         shown = f"[{host}]" if ":" in host else host
-        print(f"chat on http://{shown}:{server.port}/ (WebSocket at /chat, health at /healthz)",
-              flush=True)
+        print(f"chat on http://{shown}:{server.port}/ (WebSocket at /chat, health at /healthz)"
+              f"{f', shared through {redis}' if redis else ''}", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="trio-gws broadcast chat example")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--redis", metavar="URL", help="share the room through this Redis "
+                        "(redis://host:port/db; needs trio-gws[redis])")
     args = parser.parse_args()
     try:
-        trio.run(main, args.host, args.port)
+        trio.run(main, args.host, args.port, args.redis)
     except KeyboardInterrupt:
         pass

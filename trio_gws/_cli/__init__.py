@@ -1,7 +1,7 @@
 """``python -m trio_gws``: WebSockets from the command line.
 
-Each subcommand is a ``Command`` in its own module (``connect``, ``echo``); adding
-one is writing its module and listing it in ``COMMANDS``.
+Each subcommand is a ``Command`` in its own module (``connect``, ``echo``,
+``serve``); adding one is writing its module and listing it in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from .. import __version__
 from ._common import EXIT_USAGE, Command, UsageError
 from ._connect import COMMAND as CONNECT
 from ._echo import COMMAND as ECHO
+from ._serve import COMMAND as SERVE
 
-COMMANDS: tuple[Command, ...] = (CONNECT, ECHO)
+COMMANDS: tuple[Command, ...] = (CONNECT, ECHO, SERVE)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
