@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of the protocol core (see fuzz/README.md).
+#
+#   scripts/fuzz.sh [TARGET...]       every target (or those named), FUZZ_SECONDS each
+#
+# Settings (environment):
+#   FUZZ_SECONDS  time per target (default 1800: 30 minutes)
+#   FUZZ_JOBS     targets run at once (default 2)
+#   FUZZ_NICE     niceness of the fuzzers (default 19: the machine stays usable)
+#   FUZZ_NEW      where new corpus entries go, one folder per target
+#                 (default fuzz/.corpus, ignored by git; promote with `make fuzz-merge`)
+#   FUZZ_OUT      logs and crash artifacts, per target (default fuzz/.out)
+#   FUZZ_TIMEOUT  seconds one input may take before it counts as a hang (default 20)
+#   FUZZ_ARGS     more libFuzzer options
+#
+# Each target starts from its committed seeds (fuzz/corpus/<target>) plus what earlier
+# runs kept in FUZZ_NEW. The script exits non-zero when any target found a crash, a
+# broken invariant, a hang or a memory blow-up; the input is in FUZZ_OUT/<target>/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-.venv/bin/python}
+FUZZ_SECONDS=${FUZZ_SECONDS:-1800}
+FUZZ_JOBS=${FUZZ_JOBS:-2}
+FUZZ_NICE=${FUZZ_NICE:-19}
+FUZZ_NEW=${FUZZ_NEW:-fuzz/.corpus}
+FUZZ_OUT=${FUZZ_OUT:-fuzz/.out}
+FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-20}
+read -r -a extra_args <<<"${FUZZ_ARGS:-}"
+
+targets=("$@")
+if [[ ${#targets[@]} == 0 ]]; then
+    read -r -a targets <<<"$("$PYTHON" -c 'import sys; sys.path.insert(0, "fuzz")
+import _harness; print(*_harness.TARGETS)')"
+fi
+
+if ! "$PYTHON" -c 'import atheris' 2>/dev/null; then
+    echo "FAILED: atheris is not installed (pip install -e '.[fuzz]', or make install)" >&2
+    exit 1
+fi
+
+run_one() {
+    local target=$1 out="$FUZZ_OUT/$1" new="$FUZZ_NEW/$1"
+    rm -rf "$out"
+    mkdir -p "$out" "$new"
+    nice -n "$FUZZ_NICE" "$PYTHON" fuzz/run.py "$target" \
+        -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$out/" "${extra_args[@]}" \
+        "$new" "fuzz/corpus/$target" >"$out/log" 2>&1
+    echo $? >"$out/status"
+}
+
+echo "== fuzzing ${targets[*]}: ${FUZZ_SECONDS} s each, ${FUZZ_JOBS} at a time"
+for target in "${targets[@]}"; do
+    while (( $(jobs -rp | wc -l) >= FUZZ_JOBS )); do
+        wait -n
+    done
+    run_one "$target" &
+done
+wait
+
+failed=0
+for target in "${targets[@]}"; do
+    out="$FUZZ_OUT/$target"
+    status=$(cat "$out/status" 2>/dev/null || echo "?")
+    stats=$(grep -E '^#[0-9]+ +DONE' "$out/log" | tail -n 1)
+    stats=${stats:-$(grep -E '^#[0-9]+' "$out/log" | tail -n 1)}
+    printf '%-17s status %s  %s\n' "$target" "$status" "$stats"
+    if [[ $status != 0 ]]; then
+        failed=1
+        echo "---- $target: the end of $out/log" >&2
+        tail -n 40 "$out/log" >&2
+        ls "$out" | grep -E '^(crash|timeout|oom|leak|slow-unit)-' | sed "s|^|  input: $out/|" >&2
+    fi
+done
+if [[ $failed != 0 ]]; then
+    echo "FAILED: a fuzz target found a problem (reproduce: $PYTHON fuzz/run.py TARGET INPUT)" >&2
+fi
+exit $failed
