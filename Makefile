@@ -3,13 +3,14 @@
 #   make test   runs every test: mypy, pytest and the Autobahn suites (cases 1.* to 10.*)
 #   make test-full  the same plus the compression cases 12.* and 13.* (what CI runs)
 #   make bench  the echo benchmark against the peer libraries
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (default 30 minutes; fuzz/README.md)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install components echo test test-full bench clean
+.PHONY: install components echo test test-full bench fuzz fuzz-merge clean
 
 install: $(STAMP)
 
@@ -18,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py trio_gws/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,fuzz]"
 	touch $(STAMP)
 
 # The real components the tests talk to (proxies, nginx, Redis, a browser, Node's ws):
@@ -39,6 +40,20 @@ test-full: $(STAMP) components
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py
+
+# Long coverage-guided runs, niced, two targets at a time; new inputs stay in the ignored
+# fuzz/.corpus/ (FUZZ_SECONDS, FUZZ_JOBS, FUZZ_TARGETS: see scripts/fuzz.sh).
+fuzz: $(STAMP)
+	PYTHON=$(PY) bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# Promote what the long runs found into the committed seeds: only inputs that add
+# coverage are copied (libFuzzer's merge); review and commit fuzz/corpus/ afterwards.
+fuzz-merge: $(STAMP)
+	for target in $$(cd fuzz && ../$(PY) -c 'import _harness; print(*_harness.TARGETS)'); do \
+		mkdir -p fuzz/.corpus/$$target; \
+		$(PY) fuzz/run.py $$target -merge=1 fuzz/corpus/$$target fuzz/.corpus/$$target \
+			|| exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache

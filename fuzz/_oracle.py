@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import cast
 
 from helpers import parse_frame
 
@@ -172,7 +173,8 @@ def reference(
     msg_compressed = False
     msg_data = b""
     while pos < len(view):
-        parsed = parse_frame(view[pos:])
+        # a view, not a copy per frame (the parser only indexes and slices it)
+        parsed = parse_frame(cast(bytes, view[pos:]))
         if parsed is None:
             out.stopped = "incomplete"
             out.leftover = len(view) - pos

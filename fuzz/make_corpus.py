@@ -8,21 +8,25 @@ test suites send (Chrome's and Firefox's requests, Autobahn's deflate offers, it
 invalid UTF-8 and framing cases) are written out by hand. Each seed is a complete
 target input, options bytes included (see each target's docstring).
 
-Run ``python fuzz/make_corpus.py`` after changing an input layout; it rewrites every
-seed folder. Mask keys and handshake keys are made deterministic so that the same
-code gives the same files.
+Run ``python fuzz/make_corpus.py`` to add new shapes (existing files stay, among them
+inputs promoted by ``make fuzz-merge``); with ``--clean`` after changing an input
+layout, which wipes every seed folder first. Mask keys, handshake keys and the Date header are made deterministic so
+that the same code gives the same files.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import os
 import random
 import secrets
 import shutil
 import struct
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 import _harness  # noqa: F401  (sys.path for helpers)
 from helpers import build_frame
@@ -44,12 +48,15 @@ def _token_bytes(n: int | None = None) -> bytes:
 
 
 secrets.token_bytes = _token_bytes  # type: ignore[assignment]
+email.utils.formatdate = lambda *a, **k: "Sun, 06 Nov 1994 08:49:37 GMT"  # websockets' Date
 
 from websockets.client import ClientProtocol  # noqa: E402
 from websockets.extensions.permessage_deflate import (  # noqa: E402
     ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
+from websockets.http11 import Request, Response  # noqa: E402
 from websockets.server import ServerProtocol  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
 
@@ -74,11 +81,14 @@ def connect(offer: ClientPerMessageDeflateFactory | None, subprotocols: Sequence
                             subprotocols=list(subprotocols) or None,  # type: ignore[arg-type]
                             max_size=None)
     server.receive_data(request_bytes)
-    response = server.accept(server.events_received()[0])
+    received = server.events_received()[0]
+    assert isinstance(received, Request)
+    response = server.accept(received)
     server.send_response(response)
     response_bytes = b"".join(server.data_to_send())
     client.receive_data(response_bytes)
-    assert client.events_received()[0].status_code == 101
+    answer = client.events_received()[0]
+    assert isinstance(answer, Response) and answer.status_code == 101
     return client, server, request_bytes, response_bytes
 
 
@@ -129,6 +139,7 @@ def _params(client: ClientProtocol) -> DeflateParams | None:
     if not client.extensions:
         return None
     ext = client.extensions[0]
+    assert isinstance(ext, PerMessageDeflate)
     return DeflateParams(ext.remote_no_context_takeover, ext.local_no_context_takeover,
                          ext.remote_max_window_bits or 15, ext.local_max_window_bits or 15)
 
@@ -170,41 +181,44 @@ def _zlib_message(data: bytes, finish: bool) -> bytes:
 
 def reader_hand_seeds() -> Iterator[bytes]:
     """Frames our own code sends, Autobahn's invalid cases, and unusual but legal ones."""
-    zero = b"\x00\x00\x00\x00"
     for server in (True, False):
-        m = dict(mask=server, key=zero)
+        # zero mask keys keep masked payloads readable to the fuzzer's mutations
+        frame = partial(build_frame, mask=server, key=b"\x00\x00\x00\x00")
         for bits in (8, 9, 15):
             params = DeflateParams(False, False, bits, bits)
             compressor = Compressor(params, is_server=not server, level=1)
-            stream = b"".join(build_frame(1, compressor.compress(b"compress me " * 20),
-                                          rsv=4, **m) for _ in range(3))
+            stream = b"".join(frame(1, compressor.compress(b"compress me " * 20),
+                                          rsv=4) for _ in range(3))
             yield reader_seed(server, True, 5, params, (3, 1), stream)
         params = DeflateParams(True, True, 15, 15)
-        stream = (build_frame(2, _zlib_message(b"finished " * 30, True), rsv=4, **m)
-                  + build_frame(1, b"\x00", rsv=4, **m)  # an empty compressed message
-                  + build_frame(1, _zlib_message(b"a" * 2000, False)[:5], rsv=4, fin=False, **m)
-                  + build_frame(0, _zlib_message(b"a" * 2000, False)[5:], **m))
+        stream = (frame(2, _zlib_message(b"finished " * 30, True), rsv=4)
+                  + frame(1, b"\x00", rsv=4)  # an empty compressed message
+                  + frame(1, _zlib_message(b"a" * 2000, False)[:5], rsv=4, fin=False)
+                  + frame(0, _zlib_message(b"a" * 2000, False)[5:]))
         yield reader_seed(server, True, 4, params, (), stream)
+        # after the final block only one 0x00 may follow (RFC 7692 7.2.3.3)
+        yield reader_seed(server, True, 4, params, (),
+                          frame(1, _zlib_message(b"end", True) + b"\x00", rsv=4))
         # a bomb: 2 KiB that inflates to 1 MiB, against a 64 KiB limit
         yield reader_seed(server, True, 6, params, (),
-                          build_frame(2, _zlib_message(b"\x00" * 2**20, False), rsv=4, **m))
+                          frame(2, _zlib_message(b"\x00" * 2**20, False), rsv=4))
         invalid_utf8 = "κόσμε".encode() + b"\xed\xa0\x80edited"
         cases = [
-            build_frame(1, invalid_utf8, **m),
-            build_frame(1, invalid_utf8[:7], fin=False, **m) + build_frame(0, invalid_utf8[7:], **m),
-            build_frame(1, b"x", rsv=2, **m),
-            build_frame(3, b"", **m),
-            build_frame(0xB, b"", **m),
-            build_frame(9, b"x" * 126, **m),
-            build_frame(9, b"frag", fin=False, **m),
-            build_frame(0, b"nothing to continue", **m),
-            build_frame(1, b"a", fin=False, **m) + build_frame(1, b"b", **m),
-            build_frame(8, b"\x03", **m),
-            build_frame(8, struct.pack("!H", 1005), **m),
-            build_frame(8, struct.pack("!H", 3000) + b"\xff", **m),
-            build_frame(2, b"long form", length_bytes=8, **m) + build_frame(2, b"x" * 70, length_bytes=2, **m),
-            build_frame(2, b"", length=2**63, **m),
-            build_frame(2, b"x" * 200, mask=not server),
+            frame(1, invalid_utf8),
+            frame(1, invalid_utf8[:7], fin=False) + frame(0, invalid_utf8[7:]),
+            frame(1, b"x", rsv=2),
+            frame(3, b""),
+            frame(0xB, b""),
+            frame(9, b"x" * 126),
+            frame(9, b"frag", fin=False),
+            frame(0, b"nothing to continue"),
+            frame(1, b"a", fin=False) + frame(1, b"b"),
+            frame(8, b"\x03"),
+            frame(8, struct.pack("!H", 1005)),
+            frame(8, struct.pack("!H", 3000) + b"\xff"),
+            frame(2, b"long form", length_bytes=8) + frame(2, b"x" * 70, length_bytes=2),
+            frame(2, b"", length=2**63),
+            frame(2, b"x" * 200, mask=not server, key=b"\x01\x02\x03\x04"),
         ]
         for i, stream in enumerate(cases):
             yield reader_seed(server, True, 5, None, SPLITS[i % len(SPLITS)], stream)
@@ -376,12 +390,13 @@ SEEDS = {
 }
 
 
-def main() -> None:
+def main(argv: Sequence[str]) -> None:
     assert set(SEEDS) == set(_harness.TARGETS)
     for name, make in SEEDS.items():
         folder = os.path.join(CORPUS, name)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder)
+        if "--clean" in argv:
+            shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
         count = 0
         for seed in make():
             digest = hashlib.sha1(seed).hexdigest()
@@ -392,4 +407,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
