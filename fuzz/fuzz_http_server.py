@@ -13,7 +13,8 @@ Invariants: only ``HandshakeError`` escapes, with a status a server may answer
 (400/405/414/426/431/505) and an error response that is itself a valid HTTP head;
 where the head ends (or which limit it breaks) does not depend on the pieces; the
 buffer awaiting a head's end never exceeds the limits plus one piece; an accepted
-head respects every limit; parsed headers are well-formed (token names, values
+head respects every limit; an accepted request line has a token method and a target
+of visible ASCII; parsed headers are well-formed (token names, values
 without controls) and survive a ``build_head`` round trip; ``Headers`` lookups agree
 with each other whatever the case; an accepted request has a path target and a
 16-byte key, and the 101 response built for it passes the client's own checks.
@@ -58,6 +59,7 @@ DEFLATE = (
 )
 SERVER_STATUSES = frozenset({400, 405, 414, 426, 431, 505})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VISIBLE = re.compile(r"[\x21-\x7e]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -117,7 +119,9 @@ def handshake(request: bytes, end: int, config: Config) -> bytes:
     assert len(headers) <= config.max_header_count
     check_headers(headers, start)
     method, target = parse_request_line(start)
-    assert target.startswith("/") and " " not in target and method and " " not in method
+    # RFC 9112 3: the method is a token, the target visible ASCII (RFC 3986 characters).
+    assert _TOKEN.fullmatch(method), method
+    assert target.startswith("/") and _VISIBLE.fullmatch(target), target
     key = check_request(Request(method, target, headers))
     assert method == "GET"
     assert len(base64.b64decode(key, validate=True)) == 16
