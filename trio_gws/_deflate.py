@@ -146,7 +146,11 @@ def _parse_value(text: str, pos: int) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class DeflateParams:
-    """The agreed parameters, named as on the wire; both sides hold the same values."""
+    """The agreed parameters, named as on the wire; both sides hold the same values.
+
+    With one safe exception: a server that limits its own window unasked may not say so
+    (RFC 7692 7.1.2.1), so its client holds 15 for ``server_max_window_bits``.
+    """
 
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = False
