@@ -6,7 +6,8 @@ Input: ``[flags] [windows] [split count] [split sizes...] [stream...]``
   permessage-deflate, bits 3/4 server/client_no_context_takeover, bits 5-7 pick
   max_content_length from ``MAX_SIZES``;
 * windows: bits 0-2 server_max_window_bits - 8, bits 3-5 client_max_window_bits - 8;
-* the split sizes cut the stream into the pieces fed to ``receive`` (0: an empty one).
+* the split sizes cut the stream into the pieces fed to ``receive`` (0: an empty one;
+  every other piece is a bytearray, as the connection may pass).
 
 Invariants: only ``ProtocolError`` (or a subclass) escapes, with the close code it is
 documented to carry; the events, the error and the reader's leftover state do not
@@ -101,7 +102,7 @@ def _event(event: object, options: Options) -> tuple[object, ...]:
     return ("close", event.code, event.reason)
 
 
-def feed(pieces: Iterable[bytes], options: Options) -> Run:
+def feed(pieces: Iterable[bytes | bytearray], options: Options) -> Run:
     reader = new_reader(options)
     events = []
     error = None
@@ -174,7 +175,10 @@ def check(data: bytes) -> None:
     )
     _compare_with_model(whole, model)
 
-    runs = [feed(split(stream, sizes), options)]
+    # The connection hands over bytes or bytearray: every other piece is a bytearray.
+    pieces: list[bytes | bytearray] = list(split(stream, sizes))
+    pieces[1::2] = [bytearray(piece) for piece in pieces[1::2]]
+    runs = [feed(pieces, options)]
     if len(stream) <= _BYTEWISE_LIMIT:
         runs.append(feed(bytewise(stream), options))
     for run in runs:
