@@ -56,9 +56,6 @@ class Input:
         self.pos += 1
         return value
 
-    def pick(self, options: Sequence[object], value: int) -> object:
-        return options[value % len(options)]
-
     def sizes(self) -> list[int]:
         """A length byte (mod 32) then that many chunk sizes, 0 meaning an empty chunk."""
         count = self.byte() % 32
