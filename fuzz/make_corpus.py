@@ -320,6 +320,9 @@ EXTENSION_HEADERS = [
     "permessage-deflate; client_max_window_bits=16, permessage-deflate; server_max_window_bits",
     "permessage-deflate;server_max_window_bits=15;server_max_window_bits=15",
     " ,, permessage-deflate ;\tclient_max_window_bits ,",
+    # flags that take no value, given one: declined in an offer, refused in a response
+    "permessage-deflate; server_no_context_takeover=1, permessage-deflate",
+    'permessage-deflate; client_no_context_takeover="x"',
 ]
 
 
