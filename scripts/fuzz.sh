@@ -13,8 +13,8 @@
 #   FUZZ_TIMEOUT  seconds one input may take before it counts as a hang (default 20)
 #   FUZZ_ARGS     more libFuzzer options
 #
-# Each target starts from its committed seeds (fuzz/corpus/<target>) plus what earlier
-# runs kept in FUZZ_NEW. The script exits non-zero when any target found a crash, a
+# Each target starts from its committed seeds (fuzz/corpus/<target>), its past crashes
+# (fuzz/regressions/<target>) and what earlier runs kept in FUZZ_NEW. The script exits non-zero when any target found a crash, a
 # broken invariant, a hang or a memory blow-up; the input is in FUZZ_OUT/<target>/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +41,16 @@ fi
 
 run_one() {
     local target=$1 out="$FUZZ_OUT/$1" new="$FUZZ_NEW/$1"
+    local corpora=("$new" "fuzz/corpus/$target")
+    if [[ -d fuzz/regressions/$target ]]; then
+        corpora+=("fuzz/regressions/$target")  # past crashes: rerun first, built on
+    fi
     rm -rf "$out"
     mkdir -p "$out" "$new"
     nice -n "$FUZZ_NICE" "$PYTHON" fuzz/run.py "$target" \
         -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$out/" "${extra_args[@]}" \
-        "$new" "fuzz/corpus/$target" >"$out/log" 2>&1
+        "${corpora[@]}" >"$out/log" 2>&1
     echo $? >"$out/status"
 }
 
