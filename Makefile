@@ -49,11 +49,7 @@ fuzz: $(STAMP)
 # Promote what the long runs found into the committed seeds: only inputs that add
 # coverage are copied (libFuzzer's merge); review and commit fuzz/corpus/ afterwards.
 fuzz-merge: $(STAMP)
-	for target in $$(cd fuzz && ../$(PY) -c 'import _harness; print(*_harness.TARGETS)'); do \
-		mkdir -p fuzz/.corpus/$$target; \
-		$(PY) fuzz/run.py $$target -merge=1 fuzz/corpus/$$target fuzz/.corpus/$$target \
-			|| exit 1; \
-	done
+	PYTHON=$(PY) bash scripts/fuzz.sh --merge $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache

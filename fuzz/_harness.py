@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import shlex
 import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -128,5 +129,9 @@ def main(argv: list[str]) -> None:
     options = argv[2:]
     if not any(arg.startswith("-max_len=") for arg in options):
         options.insert(0, f"-max_len={MAX_LEN[argv[1]]}")
-    atheris.Setup([argv[0], *options], check)
+    # libFuzzer's -merge (and -fork) run the fuzzer again through the shell as
+    # "argv[0] options...": make argv[0] the whole command for this target.
+    command = " ".join(shlex.quote(part) for part in
+                       (sys.executable, os.path.join(HERE, "run.py"), argv[1]))
+    atheris.Setup([command, *options], check)
     atheris.Fuzz()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the protocol core (see fuzz/README.md).
 #
-#   scripts/fuzz.sh [TARGET...]       every target (or those named), FUZZ_SECONDS each
+#   scripts/fuzz.sh [TARGET...]          every target (or those named), FUZZ_SECONDS each
+#   scripts/fuzz.sh --merge [TARGET...]  copy into fuzz/corpus/<target>/ the inputs of
+#                                        FUZZ_NEW/<target>/ that add coverage (make fuzz-merge)
 #
 # Settings (environment):
 #   FUZZ_SECONDS  time per target (default 1800: 30 minutes)
@@ -28,6 +30,11 @@ FUZZ_OUT=${FUZZ_OUT:-fuzz/.out}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-20}
 read -r -a extra_args <<<"${FUZZ_ARGS:-}"
 
+merge=0
+if [[ ${1:-} == --merge ]]; then
+    merge=1
+    shift
+fi
 targets=("$@")
 if [[ ${#targets[@]} == 0 ]]; then
     read -r -a targets <<<"$("$PYTHON" -c 'import sys; sys.path.insert(0, "fuzz")
@@ -37,6 +44,33 @@ fi
 if ! "$PYTHON" -c 'import atheris' 2>/dev/null; then
     echo "FAILED: atheris is not installed (pip install -e '.[fuzz]', or make install)" >&2
     exit 1
+fi
+
+merge_one() {
+    # libFuzzer's merge: only inputs adding coverage are copied into the first folder.
+    local target=$1 log
+    log=$(mktemp)
+    mkdir -p "$FUZZ_NEW/$target"
+    "$PYTHON" fuzz/run.py "$target" -merge=1 "fuzz/corpus/$target" "$FUZZ_NEW/$target" \
+        >"$log" 2>&1
+    # it can exit 0 after every attempt failed: trust only its own word of success
+    if ! grep -q "MERGE-OUTER: successful" "$log"; then
+        echo "FAILED: merging $target" >&2
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    printf '%-17s %s\n' "$target" "$(grep -E 'MERGE-OUTER: [0-9]+ new files' "$log")"
+    rm -f "$log"
+}
+
+if [[ $merge == 1 ]]; then
+    status=0
+    for target in "${targets[@]}"; do
+        merge_one "$target" || status=1
+    done
+    echo "review and commit fuzz/corpus/ (git status fuzz/corpus)"
+    exit $status
 fi
 
 run_one() {
