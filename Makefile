@@ -5,13 +5,14 @@
 #   make bench  the echo benchmark against the peer libraries
 #   make docs   the documentation site, into docs/_build/html (warnings are errors)
 #   make screenshot  refreshes docs/images/chat.png (the chat in headless Chromium)
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (default 30 minutes; fuzz/README.md)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install components echo test test-full bench docs screenshot clean
+.PHONY: install components echo test test-full bench docs screenshot fuzz fuzz-merge clean
 
 install: $(STAMP)
 
@@ -20,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py trio_gws/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,docs]"
+	$(PY) -m pip install --quiet -e ".[test,docs,fuzz]"
 	touch $(STAMP)
 
 # The real components the tests talk to (proxies, nginx, Redis, a browser, Node's ws):
@@ -52,6 +53,16 @@ screenshot: $(STAMP) components
 	mkdir -p docs/images
 	GWS_CHAT_SCREENSHOT=$(CURDIR)/docs/images/chat.png $(PY) -m pytest -q -p no:cacheprovider \
 		tests/test_chat_browser.py -k test_two_users_chat_in_the_browser
+
+# Long coverage-guided runs, niced, two targets at a time; new inputs stay in the ignored
+# fuzz/.corpus/ (FUZZ_SECONDS, FUZZ_JOBS, FUZZ_TARGETS: see scripts/fuzz.sh).
+fuzz: $(STAMP)
+	PYTHON=$(PY) bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# Promote what the long runs found into the committed seeds: only inputs that add
+# coverage are copied (libFuzzer's merge); review and commit fuzz/corpus/ afterwards.
+fuzz-merge: $(STAMP)
+	PYTHON=$(PY) bash scripts/fuzz.sh --merge $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache docs/_build

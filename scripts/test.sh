@@ -4,6 +4,8 @@
 # The Autobahn suites mostly wait on wstest, so they run in the background while mypy
 # and pytest use the CPU; their log is printed when they finish. The documentation
 # site is built in the background too (scripts/build-docs.sh: warnings are errors).
+# The fuzzers' smoke run (every target for 20 s from the committed seeds, niced) runs
+# after pytest, beside Autobahn's tail.
 # The last line printed is pytest's own summary line.
 #
 #   scripts/test.sh          Autobahn cases 1.* to 10.* (server and client suites)
@@ -56,6 +58,12 @@ echo "== pytest"
 "$PYTHON" -m pytest -q -p no:cacheprovider 2>&1 | tee "$logs/pytest.log"
 pytest_status=${PIPESTATUS[0]}
 
+# After pytest, so its timing-sensitive tests keep the CPU; alongside Autobahn's tail.
+echo "== fuzz smoke run (every target 20 s, from the committed seeds)"
+bash scripts/fuzz-smoke.sh >"$logs/fuzz.log" 2>&1
+fuzz_status=$?
+cat "$logs/fuzz.log"
+
 echo "== waiting for the docs build"
 wait "$docs_pid"
 docs_status=$?
@@ -73,11 +81,12 @@ echo "mypy: $([[ $mypy_status == 0 ]] && echo ok || echo FAILED)," \
     "autobahn: $([[ $autobahn_status == 0 ]] && echo ok || echo FAILED)," \
     "docs: $([[ $docs_status == 0 ]] && echo ok || echo FAILED)," \
     "pytest (pure masking): $([[ $fallback_status == 0 ]] && echo ok || echo FAILED)," \
+    "fuzz smoke: $([[ $fuzz_status == 0 ]] && echo ok || echo FAILED)," \
     "pytest: $([[ $pytest_status == 0 ]] && echo ok || echo FAILED)"
 # Repeat pytest's own closing line last, so it is the run's final word on test counts.
 tail -n 1 "$logs/pytest.log"
 
 if [[ $mypy_status != 0 || $pytest_status != 0 || $fallback_status != 0
-      || $autobahn_status != 0 || $docs_status != 0 ]]; then
+      || $autobahn_status != 0 || $docs_status != 0 || $fuzz_status != 0 ]]; then
     exit 1
 fi

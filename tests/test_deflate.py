@@ -272,6 +272,27 @@ def test_client_fallback_offer() -> None:
     assert accept_server_response([PMD], config) == P()
 
 
+def test_unannounced_server_window_is_covered_by_the_clients() -> None:
+    """Found by fuzz/fuzz_extensions.py: the two sides' DeflateParams differ in one field.
+
+    A server that limits its own window without being asked must not announce it (RFC
+    7692 7.1.2.1), so its client assumes 15 bits: a larger window than the server
+    compresses with, which inflates everything it sends.
+    """
+    agreed = negotiate_server([f"{PMD}; client_max_window_bits"], cfg(server_max_window_bits=9))
+    assert agreed is not None
+    server_params, response = agreed
+    assert server_params == P(server_max_window_bits=9)
+    assert response == PMD
+    client_params = accept_server_response([response], cfg())
+    assert client_params == P()
+    data = random.Random(7).randbytes(600) * 4  # repeats at distances beyond 2**9
+    compressor = Compressor(server_params, is_server=True, level=1)
+    decompressor = Decompressor(client_params, is_server=False, max_size=len(data))
+    for _ in range(3):
+        assert decompressor.feed(compressor.compress(data)) + decompressor.finish() == data
+
+
 RESPONSES_OK: list[tuple[list[str], dict[str, Any], DeflateParams | None]] = [
     ([], {}, None),
     ([""], {}, None),

@@ -125,6 +125,15 @@ def test_parse_request_line_absolute_form(line: str, target: str) -> None:
         pytest.param("GET ftp://example.com/ HTTP/1.1", 400, id="absolute-form-other-scheme"),
         pytest.param("CONNECT example.com:443 HTTP/1.1", 400, id="authority-form"),
         pytest.param("GET chat HTTP/1.1", 400, id="relative"),
+        # found by fuzz/fuzz_http_server.py: RFC 9112 3 wants a token method and a
+        # target of visible ASCII; these used to reach the application as the path
+        pytest.param("GET /\xc5hat HTTP/1.1", 400, id="non-ascii-target"),
+        pytest.param("GET /a\x00b HTTP/1.1", 400, id="nul-in-target"),
+        pytest.param("GET /a\tb HTTP/1.1", 400, id="tab-in-target"),
+        pytest.param("GET /a\x7f HTTP/1.1", 400, id="del-in-target"),
+        pytest.param("GET http://h\xe9st/a HTTP/1.1", 400, id="non-ascii-authority"),
+        pytest.param("GE\x00T / HTTP/1.1", 400, id="nul-in-method"),
+        pytest.param("G(ET / HTTP/1.1", 400, id="method-not-a-token"),
     ],
 )
 def test_parse_request_line_errors(line: str, status: int) -> None:

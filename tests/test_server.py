@@ -116,6 +116,8 @@ BAD_REQUESTS = [
     ("malformed request line", b"GARBAGE\r\nHost: x\r\n\r\n", 400, None),
     ("two spaces in request line", upgrade_request(target=" /"), 400, None),
     ("authority-form target", upgrade_request(target="x:80"), 400, None),
+    ("non-ASCII target", upgrade_request(target="/\xc5hat"), 400, None),
+    ("control character in target", upgrade_request(target="/a\x01b"), 400, None),
     ("HTTP/1.0", upgrade_request(version="HTTP/1.0"), 505, None),
     ("missing Upgrade", upgrade_request(headers={"Upgrade": None}), 426,
      ("Upgrade", "websocket")),

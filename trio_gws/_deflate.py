@@ -150,7 +150,9 @@ def _parse_value(text: str, pos: int) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class DeflateParams:
-    """The agreed parameters, named as on the wire; both sides hold the same values.
+    """The agreed parameters, named as on the wire; both sides hold the same values,
+    with one safe exception: a server that limits its own window unasked may not say so
+    (RFC 7692 7.1.2.1), so its client holds 15 for ``server_max_window_bits``.
 
     Also the negotiated ``Extension`` (see ``_extension``): it owns RSV1.
     """

@@ -22,6 +22,8 @@ from ._http import Headers, build_head, status_phrase
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
 _ABSOLUTE_FORM = re.compile(r"(?i)(?:http|https|ws|wss)://[^/?#\s]+")
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"[\x21-\x7e]+")
 VERSION = "13"
 
 
@@ -80,12 +82,17 @@ def parse_request_line(line: str) -> tuple[str, str]:
 
     The target is origin-form (``/path?query``); absolute-form (``http://host/path``),
     which RFC 9112 section 3.2.2 obliges servers to accept, is reduced to its path.
-    400 for anything else, 505 for another HTTP/1.x or 2+ version.
+    400 for anything else (a method that is not a token, a target with a character
+    that is not visible ASCII), 505 for another HTTP/1.x or 2+ version.
     """
     parts = line.split(" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise HandshakeError(f"malformed request line {line[:80]!r}")
     method, target, version = parts
+    # RFC 9112 3: the method is a token; the target (RFC 3986) is visible ASCII, so no
+    # control or non-ASCII character reaches the application's path.
+    if not _METHOD.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise HandshakeError(f"malformed request line {line[:80]!r}")
     if not _HTTP_VERSION.fullmatch(version):
         raise HandshakeError(f"malformed HTTP version {version[:20]!r}")
     if version != "HTTP/1.1":
