@@ -336,6 +336,10 @@ async def test_connect_to_echo_over_tls(tmp_path: Path) -> None:
     argv, port = echo_process(tmp_path, "--tls")
     log = tmp_path / "echo.out"
     with realproc.running(argv, log=log, port=port):
+        # It listens before it prints where it listens: wait for that line.
+        with trio.move_on_after(TIMEOUT):
+            while "* echo server on" not in log.read_text():
+                await trio.sleep(0.05)
         found = re.search(r"--cafile (\S+)", log.read_text())
         assert found is not None, log.read_text()
         ca_file = found.group(1)
