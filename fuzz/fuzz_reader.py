@@ -13,9 +13,11 @@ Invariants: only ``ProtocolError`` (or a subclass) escapes, with the close code 
 documented to carry; the events, the error and the reader's leftover state do not
 depend on the chunking (whole, split, and byte by byte for short streams); no message
 exceeds max_content_length; payloads are immutable bytes; after an error or a close
-frame the reader ignores input; and the reader agrees with the reference model of
+frame the reader ignores input; the reader agrees with the reference model of
 ``_oracle.py`` (same events, an error exactly where the model finds one, except
-that the reader may fail earlier inside an incomplete frame).
+that the reader may fail earlier inside an incomplete frame); and its streaming mode
+(``on_stream``) gives the same messages, joined from its pieces (never empty), the
+same control events and the same error.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from _oracle import Outcome, reference
 
 from trio_gws._deflate import Decompressor, DeflateParams
 from trio_gws._errors import InvalidTextError, MessageTooLargeError, ProtocolError
-from trio_gws._frames import CloseReceived, Ping, Pong
+from trio_gws._frames import CloseReceived, Ping, Pong, StreamData, StreamEnd, StreamStart
 from trio_gws._reader import FrameReader
 from trio_gws._types import Message
 
@@ -51,7 +53,7 @@ class Options:
     deflate: DeflateParams | None
 
 
-def new_reader(options: Options) -> FrameReader:
+def new_reader(options: Options, streaming: bool = False) -> FrameReader:
     """The one place the targets build a FrameReader (and its Decompressor)."""
     decompressor = None
     if options.deflate is not None:
@@ -63,6 +65,7 @@ def new_reader(options: Options) -> FrameReader:
         check_text=options.check_text,
         extension_rsv=options.deflate.rsv if options.deflate is not None else 0,
         decoder=decompressor,
+        stream_messages=streaming,
     )
 
 
@@ -124,6 +127,39 @@ def feed(pieces: Iterable[bytes | bytearray], options: Options) -> Run:
         assert reader.buffered == 0
     in_frame = reader._frame_left if reader._in_frame else 0  # payload still to come
     return Run(events, error, (reader.buffered, in_frame))
+
+
+def feed_streaming(pieces: Iterable[bytes | bytearray], options: Options) -> Run:
+    """``feed`` in streaming mode: each message joined back from its pieces."""
+    reader = new_reader(options, streaming=True)
+    events: list[tuple[object, ...]] = []
+    error = None
+    opcode: int | None = None
+    parts: list[bytes] = []
+    for piece in pieces:
+        try:
+            for event in reader.receive(piece):
+                if isinstance(event, StreamStart):
+                    assert opcode is None, "a message began inside another"
+                    opcode, parts = int(event.opcode), []
+                elif isinstance(event, (StreamData, StreamEnd)):
+                    assert opcode is not None, "message data outside a message"
+                    assert type(event.data) is bytes
+                    if isinstance(event, StreamData):
+                        assert event.data, "an empty piece"
+                    parts.append(event.data)
+                    if isinstance(event, StreamEnd):
+                        data = b"".join(parts)
+                        assert len(data) <= options.max_size
+                        events.append(("message", opcode, data))
+                        opcode = None
+                else:
+                    events.append(_event(event, options))
+        except ProtocolError as exc:
+            assert exc.close_code in _CODES[type(exc)], (type(exc), exc.close_code)
+            error = exc
+            break
+    return Run(events, error, (reader.buffered, 0))
 
 
 def _same_error(a: ProtocolError | None, b: ProtocolError | None, compressed: bool) -> bool:
@@ -188,3 +224,8 @@ def check(data: bytes) -> None:
         assert _same_error(run.error, whole.error, model.compressed), (run.error, whole.error)
         if whole.error is None:
             assert run.state == whole.state, (run.state, whole.state)
+
+    streamed = feed_streaming(pieces, options)
+    assert streamed.events == whole.events, (streamed.events, whole.events)
+    assert _same_error(streamed.error, whole.error, model.compressed), (
+        streamed.error, whole.error)
