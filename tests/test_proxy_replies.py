@@ -89,6 +89,44 @@ async def test_502_from_proxy() -> None:
     assert heads[0].startswith(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
 
 
+async def test_close_delimited_body_in_a_later_segment() -> None:
+    # tinyproxy's way: HTTP/1.0, Connection: close, no Content-Length, the body after
+    async def refuse(stream: trio.SocketStream, head: bytes) -> None:
+        await stream.send_all(b"HTTP/1.0 407 Proxy Authentication Required\r\n"
+                              b"Connection: close\r\n\r\n")
+        await trio.sleep(0.2)
+        await stream.send_all(b"<h1>Proxy Authentication Required</h1>")
+        await stream.aclose()
+
+    async with raw_proxy(refuse) as (port, _):
+        error = await proxy_error(port)
+    assert error.status == 407
+    assert error.body == b"<h1>Proxy Authentication Required</h1>"
+
+
+@pytest.mark.parametrize("connection", [b"Connection: close\r\n", b""])
+async def test_body_without_end_is_not_waited_for(connection: bytes) -> None:
+    # a close-delimited body that never closes is read for PROXY_BODY_GRACE only, and
+    # without Connection: close or a length nothing more is read at all
+    async def refuse(stream: trio.SocketStream, head: bytes) -> None:
+        await stream.send_all(b"HTTP/1.1 403 Forbidden\r\n" + connection + b"\r\nfirst")
+        await trio.sleep(0.5)
+        await stream.send_all(b" second")
+        await trio.sleep_forever()
+
+    async with raw_proxy(refuse) as (port, _):
+        start = trio.current_time()
+        error = await proxy_error(port, timeout=30)
+        waited = trio.current_time() - start
+    assert error.status == 403
+    if connection:
+        assert error.body == b"first second"
+        assert 1.0 <= waited < 10  # the grace, far from the 30 s handshake timeout
+    else:
+        assert error.body == b"first"  # " second" came 0.5 s later: not waited for
+        assert waited < 0.5
+
+
 async def test_407_with_credentials() -> None:
     reply = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
     async with raw_proxy(answer(reply)) as (port, heads):

@@ -22,6 +22,14 @@ from ._proxy import ProxyURL, authority, check_connect_reply, connect_request, \
 
 #: How much of a refusing proxy's body we keep for the ProxyError.
 MAX_PROXY_BODY = 4096
+#: How long a refusal's close-delimited body is waited for.
+PROXY_BODY_GRACE = 1.0
+
+
+def _closes(response: ResponseHead) -> bool:
+    """Whether the reply says its body ends when the proxy closes."""
+    tokens = ",".join(response.headers.get_all("Connection")).lower().split(",")
+    return "close" in (token.strip() for token in tokens)
 
 
 async def open_stream(host: str, port: int, *, proxy: ProxyURL | None,
@@ -111,12 +119,20 @@ async def _read_reply(stream: trio.abc.Stream, proxy: ProxyURL,
 
 async def _read_body(stream: trio.abc.Stream, response: ResponseHead, received: bytes) -> bytes:
     """A refusal's body, for the error: what came with the head, and the rest when
-    Content-Length says how much (a proxy that keeps the connection open is not waited
-    for otherwise)."""
+    Content-Length says how much or ``Connection: close`` says it ends at EOF (tinyproxy
+    answers HTTP/1.0 that way, its body often in a second segment). A proxy that keeps
+    the connection open without a length is not waited for, and a close-delimited body
+    only for ``PROXY_BODY_GRACE``: the body is for the error message, never worth a
+    timeout instead of the refusal."""
     body = bytearray(received[:MAX_PROXY_BODY])
     length = response.headers.get("Content-Length")
     if length is not None and length.isdigit():
         wanted = min(int(length), MAX_PROXY_BODY)
+    elif _closes(response):
+        wanted = MAX_PROXY_BODY
+    else:
+        return bytes(body)
+    with trio.move_on_after(PROXY_BODY_GRACE):
         try:
             while len(body) < wanted:
                 data = await stream.receive_some(wanted - len(body))
