@@ -127,6 +127,21 @@ class FrameReader:
         self._validator: Utf8Validator | None = None
 
     @property
+    def wanted(self) -> int:
+        """Bytes still to come for the data frame in progress that nothing checks piece
+        by piece (0: between frames, or a frame whose pieces must be seen as they come).
+
+        The connection sets the socket's receive low-water mark from it, so the rest
+        of a frame that arrives in pieces wakes the reader once. Text (UTF-8 is checked
+        as it arrives: invalid bytes fail the connection without waiting for the rest,
+        Autobahn 6.4.3/6.4.4) and compressed messages (inflated as they arrive) are
+        not held back: 0 for them.
+        """
+        if self._in_frame and self._validator is None and not self._msg_encoded:
+            return self._frame_left
+        return 0
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet consumed by a frame."""
         return len(self._buf)
