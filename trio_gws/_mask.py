@@ -11,7 +11,7 @@ non-empty value other than ``0`` forces the pure version (to compare or debug).
 from __future__ import annotations
 
 import os
-from typing import Optional, Protocol, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -72,6 +72,17 @@ apply_mask: _MaskFunction = (
 
 #: True when ``apply_mask`` is the compiled version.
 SPEEDUPS: bool = apply_mask is apply_mask_c
+
+#: The compiled short path of the frame reader (``_reader``), or None: pure Python.
+#: It goes with the masking: both on, or (TRIO_GWS_NO_SPEEDUPS) both off.
+scan_frames: Optional[Callable[..., tuple[list[Any], int]]] = None
+if SPEEDUPS:
+    try:
+        from ._speedups import scan_frames as _scan_c
+    except ImportError:  # an extension built from an older _speedups.c
+        pass
+    else:
+        scan_frames = _scan_c
 
 
 def new_mask_key() -> bytes:

@@ -40,7 +40,7 @@ from ._frames import (
     StreamStart,
 )
 from ._lifecycle import parse_close_payload
-from ._mask import apply_mask
+from ._mask import apply_mask, scan_frames
 from ._types import Message, Opcode
 from ._utf8 import Utf8Validator, decode_text
 
@@ -178,8 +178,16 @@ class FrameReader:
         pos = 0
         end = len(view)
         streaming = self._streaming
+        scan = scan_frames if not streaming else None
         while True:
             if not self._in_frame:
+                if scan is not None and self._msg_opcode is None:
+                    # Compiled short path (_speedups): the whole unfragmented frames
+                    # here in one pass; it stops at any other frame, handled below.
+                    messages, pos = scan(view, pos, self._expect_masked, self._max,
+                                         self._check_text, Message, _TEXT, _BINARY)
+                    for message in messages:
+                        yield message
                 avail = end - pos
                 if avail < 2:
                     return pos
