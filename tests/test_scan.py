@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_gws._reader as reader_module
-from trio_gws import Message, Opcode, ProtocolError
+from trio_gws import InvalidTextError, Message, Opcode, ProtocolError
 from trio_gws import _mask
 from trio_gws._reader import FrameReader
 
@@ -130,3 +130,83 @@ def test_same_events_as_the_pure_python_reader(spec: list[tuple[int, bytes, bool
         at += cut
     pieces.append(wire[at:])
     assert events(pieces, True) == events(pieces, False)
+
+
+# -- large messages filled in place (new_payload / unmask_into) ------------------------
+
+
+def large_events(pieces: list[bytes], compiled_path: bool, expect_masked: bool = True
+                 ) -> list[object]:
+    names = ("new_payload", "unmask_into", "scan_frames")
+    saved = {n: getattr(reader_module, n) for n in names}
+    if compiled_path:
+        from trio_gws import _speedups  # the compiled path, whatever the environment
+        require_c()
+        for n in names:
+            setattr(reader_module, n, getattr(_speedups, n))
+    else:
+        for n in names:
+            setattr(reader_module, n, None)
+    try:
+        reader = FrameReader(expect_masked=expect_masked, max_content_length=1 << 20)
+        out: list[object] = []
+        try:
+            for piece in pieces:
+                out.extend((type(e).__name__, getattr(e, "opcode", None),
+                            getattr(e, "data", None)) for e in reader.receive(piece))
+        except ProtocolError as exc:
+            out.append((type(exc), exc.close_code))
+        return out
+    finally:
+        for n, f in saved.items():
+            setattr(reader_module, n, f)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([BINARY, TEXT]), st.integers(64 * 1024, 300 * 1024),
+       st.lists(st.integers(1, 90 * 1024), min_size=1, max_size=8), st.booleans(),
+       st.integers(-1, 2))
+def test_large_messages_filled_in_place_match_the_python_reader(
+        opcode: int, size: int, cuts: list[int], masked: bool, bad_at: int) -> None:
+    payload = bytearray(b"0123456789abcdef" * (size // 16 + 1))[:size]
+    if bad_at >= 0:  # invalid UTF-8 somewhere (a text message must fail at that piece)
+        payload[size * bad_at // 3] = 0xFF
+    wire = (build_frame(opcode, bytes(payload), mask=masked)
+            + build_frame(BINARY, b"after", mask=masked))
+    pieces, at = [], 0
+    for cut in cuts:
+        pieces.append(wire[at:at + cut])
+        at += cut
+    pieces.append(wire[at:])
+    compiled_events = large_events(pieces, True, masked)
+    assert compiled_events == large_events(pieces, False, masked)
+    if opcode == BINARY or bad_at < 0:
+        assert compiled_events[0] == ("Message", Opcode(opcode), bytes(payload))
+
+
+@pytest.mark.parametrize("compiled_path", [True, False])
+def test_invalid_text_in_a_large_message_fails_at_its_piece(compiled_path: bool) -> None:
+    payload = b"a" * 100_000 + b"\xff" + b"b" * 100_000
+    wire = build_frame(TEXT, payload)
+    # the piece with the bad byte fails the message; the rest never came
+    assert large_events([wire[:50_000], wire[50_000:110_000]], compiled_path) == [
+        (InvalidTextError, 1007)]
+
+
+def test_a_large_message_is_filled_in_place() -> None:
+    from trio_gws import _speedups
+    require_c()
+    saved = (reader_module.new_payload, reader_module.unmask_into)
+    reader_module.new_payload, reader_module.unmask_into = (_speedups.new_payload,
+                                                           _speedups.unmask_into)
+    try:
+        wire = build_frame(BINARY, b"z" * 100_000)
+        reader = FrameReader(expect_masked=True, max_content_length=1 << 20)
+        assert list(reader.receive(wire[:30_000])) == []
+        direct = reader._direct
+        assert direct is not None and len(direct) == 100_000
+        [message] = list(reader.receive(wire[30_000:]))
+        assert message.data is direct and message.data == b"z" * 100_000
+        assert reader._direct is None
+    finally:
+        reader_module.new_payload, reader_module.unmask_into = saved

@@ -333,6 +333,92 @@ done:
     return result;
 }
 
+
+/* unmask_into(dest, offset, src, start, length, key)
+
+   Large messages, one copy: dest is a bytes object made by new_payload() and not
+   yet handed to anyone; src[start:start + length] (masked with the 4-byte key, or
+   None: plain) is written into dest at offset, the key rotated by offset & 3. The
+   reader fills a message's bytes this way as its pieces arrive, instead of keeping
+   the pieces and joining them at the end. */
+static PyObject *
+unmask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer src, key;
+    Py_ssize_t offset, start, length;
+    PyObject *dest;
+    unsigned char rotated[4];
+    int j, have_key;
+
+    (void)module;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "unmask_into takes exactly 6 arguments");
+        return NULL;
+    }
+    dest = args[0];
+    if (!PyBytes_CheckExact(dest)) {
+        PyErr_SetString(PyExc_TypeError, "unmask_into: dest must be bytes from new_payload");
+        return NULL;
+    }
+    offset = PyLong_AsSsize_t(args[1]);
+    start = PyLong_AsSsize_t(args[3]);
+    length = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    have_key = args[5] != Py_None;
+    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (have_key && PyObject_GetBuffer(args[5], &key, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (offset < 0 || start < 0 || length < 0 || start > src.len || length > src.len - start
+        || offset > PyBytes_GET_SIZE(dest) || length > PyBytes_GET_SIZE(dest) - offset
+        || (have_key && key.len != 4)) {
+        PyErr_SetString(PyExc_ValueError, "unmask_into: out of range, or a bad key");
+        goto fail;
+    }
+    if (have_key) {
+        for (j = 0; j < 4; j++) {
+            rotated[j] = ((const unsigned char *)key.buf)[(j + offset) & 3];
+        }
+        xor_mask((const unsigned char *)src.buf + start,
+                 (unsigned char *)PyBytes_AS_STRING(dest) + offset, length, rotated);
+        PyBuffer_Release(&key);
+    }
+    else if (length) {
+        memcpy(PyBytes_AS_STRING(dest) + offset, (const char *)src.buf + start,
+               (size_t)length);
+    }
+    PyBuffer_Release(&src);
+    Py_RETURN_NONE;
+
+fail:
+    if (have_key) {
+        PyBuffer_Release(&key);
+    }
+    PyBuffer_Release(&src);
+    return NULL;
+}
+
+static PyObject *
+new_payload(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+
+    (void)module;
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "new_payload: negative size");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(NULL, n);
+}
+
 PyDoc_STRVAR(scan_frames_doc,
 "scan_frames(buf, pos, expect_masked, max_length, check_text, factory, text, binary)\n"
 "--\n"
@@ -353,6 +439,10 @@ static PyMethodDef speedups_methods[] = {
      apply_mask_doc},
     {"scan_frames", (PyCFunction)(void (*)(void))scan_frames, METH_FASTCALL,
      scan_frames_doc},
+    {"unmask_into", (PyCFunction)(void (*)(void))unmask_into, METH_FASTCALL,
+     "unmask_into(dest, offset, src, start, length, key): fill a new_payload() bytes."},
+    {"new_payload", (PyCFunction)new_payload, METH_O,
+     "new_payload(n): a bytes object of n bytes for unmask_into to fill."},
     {NULL, NULL, 0, NULL},
 };
 
