@@ -42,8 +42,10 @@ test-full: $(STAMP) components
 docs: $(STAMP)
 	PYTHON=$(PY) bash scripts/build-docs.sh
 
-# The echo benchmark against the peer libraries (about 11 minutes; see benchmarks/README.md)
+# The echo benchmark against the peer libraries (about 30 minutes with tcpkali; see
+# benchmarks/README.md: tcpkali is found on PATH, TCPKALI= or benchmarks/.tcpkali/bin)
 bench: $(STAMP)
+	bash scripts/bench-tools.sh
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py
 

@@ -21,9 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tcpkali_load
+
 HERE = Path(__file__).resolve().parent
 SERVERS_DIR = HERE / "servers"
 LOADGEN = HERE / "loadgen.py"
+#: The cross-check generator (rawgen.py): run.py --generator rawgen uses it for the
+#: echo and handshake scenarios without compression.
+RAWGEN = HERE / "rawgen.py"
+GENERATOR = "loadgen"
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
@@ -166,6 +172,8 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("trio-websocket", "trio_websocket_server.py", False),
     Server("aiohttp", "aiohttp_server.py", True),
     Server("picows", "picows_server.py", False),
+    # Trio's ceiling: no library, no validation, writes batched per read.
+    Server("raw-trio", "raw_trio_server.py", False),
 )}
 OURS = "trio-gws"
 #: A variant NAME of trio-gws is the server "trio-gws@NAME".
@@ -208,6 +216,15 @@ SCENARIOS: dict[str, Scenario] = {s.key: s for s in (
     Scenario("g", "(a) with permessage-deflate", "echo",
              ("--conns", "200", "--inflight", "1", "--size", "4198", "--payload", "json",
               "--compress"), compress=True),
+    # tcpkali (tcpkali_load.py): the metric is echoes per server-CPU second.
+    Scenario("h", "tcpkali, the seed's load: 4.1 KiB JSON, -c 200 -r 20000 (saturating)",
+             "tcpkali", ("200", "20000", "json"), metric="msgs_per_cpu_s"),
+    Scenario("i", "tcpkali: 32 B text, -c 200 -r 20000 (saturating)",
+             "tcpkali", ("200", "20000", "text"), metric="msgs_per_cpu_s"),
+    Scenario("j", "tcpkali: 4.1 KiB JSON at 4,000 msg/s (-c 200 -r 20)",
+             "tcpkali", ("200", "20", "json"), metric="msgs_per_cpu_s"),
+    Scenario("k", "tcpkali: 32 B text at 4,000 msg/s (-c 200 -r 20)",
+             "tcpkali", ("200", "20", "text"), metric="msgs_per_cpu_s"),
 )}
 
 
@@ -216,6 +233,7 @@ class Timing:
     warmup: float = 1.0
     duration: float = 3.0
     settle: float = 1.0
+    tcpkali: float = 10.0   # tcpkali's window (-T), the seed's 10 s
 
 
 @dataclass
@@ -363,7 +381,9 @@ def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
 
 def loadgen_command(scenario: Scenario, port: int, server_pid: int | None,
                     timing: Timing) -> list[str]:
-    cmd = [sys.executable, str(LOADGEN), scenario.mode, "--url", f"ws://127.0.0.1:{port}/",
+    script = (RAWGEN if GENERATOR == "rawgen" and scenario.mode in ("echo", "handshake")
+              and not scenario.compress else LOADGEN)
+    cmd = [sys.executable, str(script), scenario.mode, "--url", f"ws://127.0.0.1:{port}/",
            *scenario.loadgen_args, "--warmup", str(timing.warmup),
            "--duration", str(timing.duration), "--settle", str(timing.settle)]
     if server_pid is not None:
@@ -391,6 +411,19 @@ def run_loadgen(scenario: Scenario, server: ServerProcess, timing: Timing,
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+def run_tcpkali_scenario(scenario: Scenario, server: ServerProcess, timing: Timing,
+                         pinning: Pinning) -> dict[str, Any]:
+    binary = tcpkali_load.find_tcpkali()
+    if binary is None:
+        raise RuntimeError("unavailable: no tcpkali binary (PATH, TCPKALI=, or "
+                           "benchmarks/.tcpkali/bin): see README.md")
+    conns, rate, payload = scenario.loadgen_args
+    result = tcpkali_load.run_tcpkali(binary, server.port, server.pid, int(conns),
+                                      int(rate), payload, timing.tcpkali, pinning)
+    result["client_loop"] = "tcpkali"
+    return result
+
+
 def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning,
             logdir: Path) -> dict[str, Any]:
     """One measurement: fresh server, fresh load generator. Never raises."""
@@ -405,7 +438,10 @@ def measure(server: Server, scenario: Scenario, timing: Timing, pinning: Pinning
         record["error"] = str(exc)
         return record
     try:
-        record["result"] = run_loadgen(scenario, sp, timing, pinning)
+        if scenario.mode == "tcpkali":
+            record["result"] = run_tcpkali_scenario(scenario, sp, timing, pinning)
+        else:
+            record["result"] = run_loadgen(scenario, sp, timing, pinning)
         if sp.proc.poll() is not None:
             record["error"] = f"server died during the run: {tail(sp.log)}"
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:

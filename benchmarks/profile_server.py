@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import (OURS, SCENARIOS, SERVERS, Pinning, Timing, run_loadgen,
+                     run_tcpkali_scenario,
                      snapshot_variant, start_server)
 
 
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path, help="keep the raw profile here")
+    parser.add_argument("--server", default=OURS, choices=sorted(SERVERS),
+                        help="profile another server of the benchmark (default trio-gws)")
     parser.add_argument("--code", metavar="SPEC",
                         help="profile this trio_gws/ (a folder holding it, or a git "
                              "revision) instead of the installed package")
@@ -138,9 +141,9 @@ def main() -> None:
         parser.error("0 < duration <= 60")
 
     scenario = SCENARIOS[args.scenario]
-    server = SERVERS[OURS]
+    server = SERVERS[args.server]
     pinning = Pinning(enabled=not args.no_pin)
-    timing = Timing(warmup=args.warmup, duration=args.duration)
+    timing = Timing(warmup=args.warmup, duration=args.duration, tcpkali=args.duration)
     with tempfile.TemporaryDirectory(prefix="trio-gws-profile-") as tmp:
         tmpdir = Path(tmp)
         code = "the installed trio_gws"
@@ -171,7 +174,10 @@ def main() -> None:
                               extra_args=("--profile", str(raw)))
             stop_signal = signal.SIGINT
         try:
-            result = run_loadgen(scenario, sp, timing, pinning)
+            if scenario.mode == "tcpkali":
+                result = run_tcpkali_scenario(scenario, sp, timing, pinning)
+            else:
+                result = run_loadgen(scenario, sp, timing, pinning)
         finally:
             sp.stop(stop_signal, timeout=30)
         print(f"## trio-gws server profile: ({scenario.key}) {scenario.title}, "

@@ -45,8 +45,10 @@ CONTENDED_SERVER_WAIT = 0.10
 PACKAGES = ("trio-gws", "trio", "websockets", "trio-websocket", "wsproto", "aiohttp",
             "picows", "uvloop", "py-spy")
 
-# (scenario, peer, minimum trio-gws/peer ratio); "memory" is an absolute KiB bound.
-TARGETS: list[tuple[str, str, float]] = [
+# (scenario, peer, minimum trio-gws/peer ratio[, which ratio]); "memory" is an absolute
+# KiB bound. The ratio is of the scenario's metric unless "cpu" (server CPU per message,
+# X ÷ trio-gws) is named.
+TARGETS: list[tuple[str, str, float] | tuple[str, str, float, str]] = [
     *[(s, "trio-websocket", 3.0) for s in "abcd"],
     *[(s, "websockets-trio", 2.0) for s in "abcdg"],
     ("a", "websockets-asyncio", 0.9),
@@ -55,14 +57,34 @@ TARGETS: list[tuple[str, str, float]] = [
     ("d", "websockets-asyncio", 1.0),
     ("f", "websockets-asyncio", 1.2),
     ("g", "websockets-asyncio", 1.0),
+    # issue 17: tcpkali's moderate loads (CPU <= 0.8x websockets-asyncio's; <= aiohttp's)
+    *[(s, p, m) for s in "jk" for p, m in (("websockets-asyncio", 1.25), ("aiohttp", 1.0))],
+    # tcpkali saturating: bytes echoed per server-CPU second
+    *[(s, p, m) for s in "hi" for p, m in (("websockets-asyncio", 2.0), ("aiohttp", 1.3),
+                                           ("picows", 0.9))],
+    # every echo scenario of loadgen.py, per server-CPU second
+    *[(s, "aiohttp", 1.0, "cpu") for s in "abcd"],
+    *[(s, "raw-trio", 0.85, "cpu") for s in "abcdhijk"],
+    ("d", "picows", 0.8, "cpu"),
+    ("g", "websockets-trio", 2.0, "cpu"),
+    ("g", "websockets-asyncio", 1.3, "cpu"),
 ]
-MEMORY_TARGET_KIB = 10.0
+MEMORY_TARGET_KIB = 9.0
 
 
 # --------------------------------------------------------------------------- facts
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
+    binary = harness.tcpkali_load.find_tcpkali()
+    out["tcpkali"] = "not found"
+    if binary:
+        try:
+            done = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                  timeout=10)
+            out["tcpkali"] = (done.stdout + done.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            out["tcpkali"] = f"{binary} (version unknown)"
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -184,20 +206,23 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
-    for skey, peer, minimum in TARGETS:
+    for target in TARGETS:
+        skey, peer, minimum = target[:3]
+        key = "cpu_ratio" if target[3:] == ("cpu",) else "ratio"
         row = summary.get(skey, {}).get(peer)
         ours = summary.get(skey, {}).get(OURS)
-        label = f"({skey}) {SCENARIOS[skey].title}: trio-gws/{peer} >= {minimum:g}x"
+        what = " (CPU per message)" if key == "cpu_ratio" else ""
+        label = f"({skey}) {SCENARIOS[skey].title}: trio-gws/{peer}{what} >= {minimum:g}x"
         if row is None or ours is None:
             out.append({"target": label, "status": "NOT RUN"})
-        elif "unavailable" in ours or "unavailable" in row or row.get("ratio") is None:
+        elif "unavailable" in ours or "unavailable" in row or row.get(key) is None:
             why = ours.get("unavailable") or row.get("unavailable") or "no paired rounds"
             out.append({"target": label, "status": "N/A", "why": why})
         else:
-            ratio = row["ratio"]
+            ratio = row[key]
             out.append({"target": label, "status": "PASS" if ratio >= minimum else "MISS",
-                        "value": ratio, "ratios": row["ratios"],
-                        "cpu_ratio": row.get("cpu_ratio")})
+                        "value": ratio, "ratios": row[key + "s"],
+                        "cpu_ratio": row.get("cpu_ratio") if key == "ratio" else None})
     ours = summary.get("e", {}).get(OURS)
     label = f"(e) server memory per idle connection <= {MEMORY_TARGET_KIB:g} KiB"
     if ours is None:
@@ -318,6 +343,35 @@ def render(summary: dict[str, dict[str, dict[str, Any]]], targets: list[dict[str
               f"{fmt(row.get('server_cpu_us_per_handshake'), 1)} | {ratio_cell(name, row, 'cpu_ratio')} | "
               f"{pct(row.get('server_cpu_frac'))} | {pct(row.get('client_cpu_frac'))} | "
               f"{notes(row)} |")
+    tk = [k for k in "hijk" if summary.get(k)]
+    if tk:
+        w("")
+        w("### The second load generator: tcpkali (scenarios h, i, j, k)")
+        w("")
+        w("tcpkali (C) drives each server for one window; the server is idle when it "
+          "starts. Echoes = bytes tcpkali received ÷ the echoed frame's size; "
+          "\"per CPU-s\": per second of server CPU (the efficiency the ratios compare: "
+          "\"trio-gws ÷ X\" > 1: trio-gws needs less CPU per echo). At the moderate "
+          "loads (j, k) every server keeps up, so the CPU columns are the result.")
+        w("")
+        w("| scenario | server | echoes/s | echoes per CPU-s | trio-gws ÷ X | "
+          "MiB echoed per CPU-s | server CPU µs/msg | server CPU (cores) | "
+          "tcpkali CPU | notes |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for skey in tk:
+            for name, row in summary[skey].items():
+                title = f"({skey}) {SCENARIOS[skey].title}"
+                if "unavailable" in row:
+                    w(f"| {title} | {name} | n/a | – | – | – | – | – | – | "
+                      f"{row['unavailable']} |")
+                    continue
+                cores = row.get("server_cpu_frac")
+                w(f"| {title} | {name} | {fmt(row.get('msgs_per_s'))} | "
+                  f"{fmt(row.get('msgs_per_cpu_s'))} | {ratio_cell(name, row)} | "
+                  f"{fmt(row.get('echo_mib_per_cpu_s'), 1)} | "
+                  f"{fmt(row.get('server_cpu_us_per_msg'), 1)} | "
+                  f"{'–' if cores is None else f'{cores:.2f}'} | "
+                  f"{pct(row.get('client_cpu_frac'))} | {notes(row)} |")
     lines.extend(render_variants(summary))
     w("")
     w("### Targets (trio-gws vs peer, same run)")
@@ -444,9 +498,11 @@ def render_meta(meta: dict[str, Any]) -> str:
         code_line(meta.get("trio_gws_code")),
         *(f"- {VARIANT_PREFIX}{name} code: {describe_code(info)}"
           for name, info in meta.get("variants", {}).items()),
-        "- Load generator: picows client on "
-        + ("uvloop" if v.get("uvloop", "not installed") != "not installed" else "asyncio")
-        + "; servers on their library's stock event loop (asyncio or Trio)",
+        ("- Load generator: rawgen.py (hand-written frames, no WebSocket library) for "
+         "a-d and f, loadgen.py for e and g" if meta.get("generator") == "rawgen" else
+         "- Load generator: picows client on "
+         + ("uvloop" if v.get("uvloop", "not installed") != "not installed" else "asyncio"))
+        + " (tcpkali for h-k); servers on their library's stock event loop (asyncio or Trio)",
     ]
     return "\n".join(lines)
 
@@ -522,10 +578,15 @@ def main() -> None:
                         help="1 round, 0.5 s warm-up, 1.5 s windows")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up (default 1)")
     parser.add_argument("--duration", type=float, help="seconds of timed window (default 3)")
+    parser.add_argument("--generator", choices=("loadgen", "rawgen"), default="loadgen",
+                        help="the load generator of scenarios a-d and f: loadgen.py "
+                             "(picows, default) or rawgen.py (no library: a cross-check)")
+    parser.add_argument("--tcpkali-duration", type=float,
+                        help="seconds of each tcpkali window (default 10, --quick 3)")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated subset (default: all)")
     parser.add_argument("--scenarios", default="".join(SCENARIOS),
-                        help="letters of the scenarios to run (default: abcdefg)")
+                        help="letters of the scenarios to run (default: all, abcdefghijk)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=SPEC",
                         help="also run trio-gws@NAME: the same echo server importing the "
                              "trio_gws/ of SPEC, a folder (holding trio_gws/) or a git "
@@ -556,7 +617,11 @@ def main() -> None:
         timing.warmup = args.warmup
     if args.duration is not None:
         timing.duration = args.duration
-    if not 1 <= rounds <= 20 or not 0 < timing.duration <= 60:
+    if args.quick:
+        timing.tcpkali = 3.0
+    if args.tcpkali_duration is not None:
+        timing.tcpkali = args.tcpkali_duration
+    if not 1 <= rounds <= 20 or not 0 < timing.duration <= 60 or not 0 < timing.tcpkali <= 60:
         parser.error("bounded runs only: 1-20 rounds, 0 < duration <= 60 s")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
@@ -571,6 +636,7 @@ def main() -> None:
         report(saved["meta"], saved["records"], args, write_json=False)
         return
     check_deps()
+    harness.GENERATOR = args.generator
     pinning = Pinning(enabled=not args.no_pin, nice=args.nice)
 
     started = datetime.now(timezone.utc)
@@ -585,7 +651,7 @@ def main() -> None:
         "rounds": rounds, "timing": vars(timing), "pinning": vars(pinning),
         "servers": servers, "scenarios": scenarios,
         "machine": machine(), "versions": versions(), "loadavg_start": os.getloadavg(),
-        "autogroup": pinning.own_autogroup,
+        "autogroup": pinning.own_autogroup, "generator": args.generator,
     }
     records: list[dict[str, Any]] = []
     done = 0

@@ -16,7 +16,7 @@ import trio
 from ._dispatch import Outcome, fail_stream, let_stream_finish
 from ._errors import ConnectionClosed, HandlerError, WebSocketError
 from ._frames import CloseReceived
-from ._transport import half_close
+from ._transport import close_forcefully, half_close
 
 if TYPE_CHECKING:
     from ._conn import Conn
@@ -110,8 +110,7 @@ async def end(conn: Conn, outcome: Outcome, *, shielded: bool = False) -> None:
     conn._run_end_callbacks()
     # Shielded: under an outer cancellation aclose would raise Cancelled again
     # and skip the report.
-    with trio.CancelScope(shield=True):
-        await trio.aclose_forcefully(conn._transport.stream)
+    await close_forcefully(conn._transport.stream)
     dropped = conn._writer.fail_queue()
     for ping in (conn._pings or {}).values():
         ping.done.set()  # no pong will come: ping() raises ConnectionClosed

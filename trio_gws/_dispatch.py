@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Union
 
 import trio
+from trio.lowlevel import wait_readable
 
 from ._errors import (
     ConnectionClosed,
@@ -51,22 +52,48 @@ async def read_phase(conn: Conn) -> Outcome:
             # receive with one coroutine frame less (0.23 KiB per idle connection,
             # benchmarks/ABLATION.md). The receive is the transport's raw one (1.08x
             # to 1.15x in scenarios a-c); its OSErrors are translated below.
-            receive = conn._transport.fast_receive
+            transport = conn._transport
+            receive = transport.fast_receive
+            raw = transport.raw
+            reader = conn._reader
+            drained = True
             size = conn._config.read_buffer_size
-            data: bytes | bytearray = conn._leftover
+            data: bytes | bytearray | None = conn._leftover
             conn._leftover = b""
             while True:
                 if data:
                     close = await handle_read(conn, data)
                     if close is not None:
                         return close
-                if conn._read_deadline == math.inf:
+                if conn._read_deadline != math.inf:
+                    data = await receive_with_deadline(conn, size)
+                elif raw is not None:
+                    # A plain socket, read directly: wait first when the last read
+                    # emptied it (no failed recv, no BlockingIOError), else yield once;
+                    # a frame in pieces wakes us once (transport.want). The socket's
+                    # own recv wrapper costs a failed recv, an exception and an extra
+                    # scheduler trip per wakeup.
+                    transport.want(reader.wanted)
+                    try:
+                        if drained:
+                            await wait_readable(raw)
+                        else:
+                            await trio.lowlevel.checkpoint()
+                        data = raw.recv(size)
+                    except BlockingIOError:
+                        drained = True
+                        data = None
+                        continue
+                    except OSError as exc:
+                        raise translate_socket_error(exc) from None
+                    except ValueError:  # its descriptor is -1: closed under us
+                        raise trio.ClosedResourceError("this socket was closed") from None
+                    drained = len(data) < size
+                else:
                     try:
                         data = await receive(size)
                     except OSError as exc:
                         raise translate_socket_error(exc) from None
-                else:
-                    data = await receive_with_deadline(conn, size)
                 if not data:
                     raise ConnectionClosedError(
                         "the peer closed the stream without a close frame")

@@ -11,7 +11,7 @@ non-empty value other than ``0`` forces the pure version (to compare or debug).
 from __future__ import annotations
 
 import os
-from typing import Optional, Protocol, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -72,6 +72,25 @@ apply_mask: _MaskFunction = (
 
 #: True when ``apply_mask`` is the compiled version.
 SPEEDUPS: bool = apply_mask is apply_mask_c
+
+#: The compiled short path of the frame reader (``_reader``), or None: pure Python.
+#: It goes with the masking: both on, or (TRIO_GWS_NO_SPEEDUPS) both off.
+scan_frames: Optional[Callable[..., tuple[list[Any], int]]] = None
+#: Large messages filled in place (``_reader``): a bytes object of n bytes, and the
+#: function that unmasks a piece into it; None: pure Python (pieces joined at the end).
+new_payload: Optional[Callable[[int], bytes]] = None
+unmask_into: Optional[Callable[[bytes, int, Buffer, int, int, Optional[bytes]], None]] = None
+if SPEEDUPS:
+    try:
+        from ._speedups import new_payload as _new_payload_c
+        from ._speedups import scan_frames as _scan_c
+        from ._speedups import unmask_into as _unmask_into_c
+    except ImportError:  # an extension built from an older _speedups.c
+        pass
+    else:
+        scan_frames = _scan_c
+        new_payload = _new_payload_c
+        unmask_into = _unmask_into_c
 
 
 def new_mask_key() -> bytes:

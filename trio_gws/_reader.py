@@ -40,7 +40,7 @@ from ._frames import (
     StreamStart,
 )
 from ._lifecycle import parse_close_payload
-from ._mask import apply_mask
+from ._mask import apply_mask, new_payload, scan_frames, unmask_into
 from ._types import Message, Opcode
 from ._utf8 import Utf8Validator, decode_text
 
@@ -51,6 +51,11 @@ Event = Union[Message, Ping, Pong, CloseReceived, StreamStart, StreamData, Strea
 
 #: The most a streamed piece inflates to at once (memory per streaming connection).
 STREAM_PIECE = 256 * 1024
+
+#: From this size on, a message that is one frame arriving in pieces is unmasked
+#: straight into its final bytes (compiled speedups): one copy instead of a copy per
+#: piece and a join (the join was a fifth of the CPU of 256 KiB echoes).
+DIRECT_FROM = 64 * 1024
 
 _unpack_short = struct.Struct("!H").unpack_from
 _unpack_long = struct.Struct("!Q").unpack_from
@@ -85,7 +90,8 @@ class FrameReader:
     """
 
     __slots__ = (
-        "_buf", "_check_text", "_decoder", "_done", "_expect_masked", "_extension_rsv",
+        "_buf", "_check_text", "_decoder", "_direct", "_done", "_expect_masked",
+        "_extension_rsv",
         "_frame_fin", "_frame_left", "_frame_offset", "_in_frame", "_mask_key", "_max",
         "_msg_encoded", "_msg_opcode", "_msg_parts", "_msg_size", "_streaming",
         "_validator", "close_seen",
@@ -125,6 +131,23 @@ class FrameReader:
         self._msg_parts: list[bytes] = []
         self._msg_size = 0
         self._validator: Utf8Validator | None = None
+        # the message's final bytes, filled piece by piece (see DIRECT_FROM), or None
+        self._direct: bytes | None = None
+
+    @property
+    def wanted(self) -> int:
+        """Bytes still to come for the data frame in progress that nothing checks piece
+        by piece (0: between frames, or a frame whose pieces must be seen as they come).
+
+        The connection sets the socket's receive low-water mark from it, so the rest
+        of a frame that arrives in pieces wakes the reader once. Text (UTF-8 is checked
+        as it arrives: invalid bytes fail the connection without waiting for the rest,
+        Autobahn 6.4.3/6.4.4) and compressed messages (inflated as they arrive) are
+        not held back: 0 for them.
+        """
+        if self._in_frame and self._validator is None and not self._msg_encoded:
+            return self._frame_left
+        return 0
 
     @property
     def buffered(self) -> int:
@@ -163,8 +186,16 @@ class FrameReader:
         pos = 0
         end = len(view)
         streaming = self._streaming
+        scan = scan_frames if not streaming else None
         while True:
             if not self._in_frame:
+                if scan is not None and self._msg_opcode is None:
+                    # Compiled short path (_speedups): the whole unfragmented frames
+                    # here in one pass; it stops at any other frame, handled below.
+                    messages, pos = scan(view, pos, self._expect_masked, self._max,
+                                         self._check_text, Message, _TEXT, _BINARY)
+                    for message in messages:
+                        yield message
                 avail = end - pos
                 if avail < 2:
                     return pos
@@ -269,6 +300,9 @@ class FrameReader:
                     self._start_message(Opcode(opcode), encoded)
                     if streaming:
                         yield StreamStart(Opcode(opcode))
+                    elif (fin and not encoded and length >= DIRECT_FROM
+                          and new_payload is not None):
+                        self._direct = new_payload(length)
                 self._in_frame = True
                 self._frame_fin = fin
                 self._frame_left = length
@@ -277,7 +311,18 @@ class FrameReader:
                 pos = start
 
             take = min(self._frame_left, end - pos)
-            if take:
+            direct = self._direct
+            if take and direct is not None:
+                assert unmask_into is not None
+                at = self._frame_offset
+                unmask_into(direct, at, view, pos, take, self._mask_key)
+                pos += take
+                self._frame_offset = self._msg_size = at + take
+                self._frame_left -= take
+                if self._validator is not None:
+                    with memoryview(direct) as filled:
+                        self._validator.feed(filled[at:at + take])
+            elif take:
                 chunk = _take(view, pos, take, self._mask_key, self._frame_offset)
                 pos += take
                 self._frame_offset += take
@@ -375,7 +420,12 @@ class FrameReader:
             self._validator = None
         assert self._msg_opcode is not None
         parts = self._msg_parts
-        message = Message(self._msg_opcode, parts[0] if len(parts) == 1 else b"".join(parts))
+        if self._direct is not None:
+            message = Message(self._msg_opcode, self._direct)
+            self._direct = None
+        else:
+            message = Message(self._msg_opcode,
+                              parts[0] if len(parts) == 1 else b"".join(parts))
         self._msg_opcode = None
         self._msg_encoded = False
         self._msg_parts = []

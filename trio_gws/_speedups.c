@@ -1,5 +1,6 @@
 /*
- * trio_gws._speedups: WebSocket masking (RFC 6455 section 5.3) in C.
+ * trio_gws._speedups: WebSocket masking (RFC 6455 section 5.3) in C, and the frame
+ * reader's short path (scan_frames: parse, unmask and UTF-8 check in one pass).
  *
  * Same contract as trio_gws._mask.apply_mask_python: apply_mask(data, key, offset=0)
  * returns a new bytes object, data XOR the 4-byte key repeated, with the key rotated by
@@ -139,6 +140,293 @@ done:
     return result;
 }
 
+
+/* ------------------------------------------------------------------ frame reader */
+
+/* 1 if s[0:n] is well-formed UTF-8 (RFC 3629: no overlongs, surrogates or code
+   points past U+10FFFF), else 0. Eight ASCII bytes at a time where it can. */
+static int
+utf8_valid(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char c, c1;
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if ((w & UINT64_C(0x8080808080808080)) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c < 0xC2) {
+            return 0;               /* continuation byte first, or overlong 2-byte */
+        }
+        if (c < 0xE0) {
+            if (n - i < 2 || (s[i + 1] & 0xC0) != 0x80) {
+                return 0;
+            }
+            i += 2;
+            continue;
+        }
+        if (c < 0xF0) {
+            if (n - i < 3) {
+                return 0;
+            }
+            c1 = s[i + 1];
+            if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80
+                || (c == 0xE0 && c1 < 0xA0)      /* overlong */
+                || (c == 0xED && c1 > 0x9F)) {   /* surrogate */
+                return 0;
+            }
+            i += 3;
+            continue;
+        }
+        if (c < 0xF5) {
+            if (n - i < 4) {
+                return 0;
+            }
+            c1 = s[i + 1];
+            if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80
+                || (s[i + 3] & 0xC0) != 0x80
+                || (c == 0xF0 && c1 < 0x90)      /* overlong */
+                || (c == 0xF4 && c1 > 0x8F)) {   /* past U+10FFFF */
+                return 0;
+            }
+            i += 4;
+            continue;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* scan_frames(buf, pos, expect_masked, max_length, check_text, factory, text, binary)
+   -> (messages, new_pos)
+
+   The reader's short path in one pass: from buf[pos:], every whole, final,
+   unfragmented text or binary frame with no reserved bits, masked as expected and
+   at most max_length long, becomes factory(text or binary, payload) with the payload
+   unmasked straight into its bytes object (one copy) and, for text when check_text,
+   checked to be UTF-8. It stops at the first frame it does not take (a control
+   frame, a fragment, reserved bits, a wrong mask bit, an oversized, incomplete or
+   invalid one): the Python reader handles that one and raises its errors. */
+static PyObject *
+scan_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t pos, end;
+    long long max_length;
+    int expect_masked, check_text;
+    PyObject *factory, *text_op, *binary_op, *messages, *result = NULL;
+    const unsigned char *b;
+
+    (void)module;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "scan_frames takes exactly 8 arguments");
+        return NULL;
+    }
+    pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    expect_masked = PyObject_IsTrue(args[2]);
+    max_length = PyLong_AsLongLong(args[3]);
+    if (max_length == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    check_text = PyObject_IsTrue(args[4]);
+    if (expect_masked < 0 || check_text < 0) {
+        return NULL;
+    }
+    factory = args[5];
+    text_op = args[6];
+    binary_op = args[7];
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    messages = PyList_New(0);
+    if (messages == NULL) {
+        goto done;
+    }
+    b = (const unsigned char *)view.buf;
+    end = view.len;
+    if (pos < 0 || pos > end) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        Py_CLEAR(messages);
+        goto done;
+    }
+    while (end - pos >= 2) {
+        unsigned char b0 = b[pos], b1 = b[pos + 1];
+        unsigned long long length = b1 & 0x7F;
+        Py_ssize_t header = 2;
+        PyObject *payload, *message;
+        int masked = (b1 & 0x80) != 0;
+
+        if ((b0 != 0x81 && b0 != 0x82) || masked != expect_masked) {
+            break;
+        }
+        if (length == 126) {
+            if (end - pos < 4) {
+                break;
+            }
+            length = ((unsigned long long)b[pos + 2] << 8) | b[pos + 3];
+            header = 4;
+        }
+        else if (length == 127) {
+            int j;
+            if (end - pos < 10) {
+                break;
+            }
+            length = 0;
+            for (j = 0; j < 8; j++) {
+                length = (length << 8) | b[pos + 2 + j];
+            }
+            header = 10;
+        }
+        if (masked) {
+            header += 4;
+        }
+        if (end - pos < header
+            || length > (unsigned long long)max_length
+            || length > (unsigned long long)(end - pos - header)) {
+            break;
+        }
+        payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+        if (payload == NULL) {
+            Py_CLEAR(messages);
+            goto done;
+        }
+        if (masked) {
+            xor_mask(b + pos + header, (unsigned char *)PyBytes_AS_STRING(payload),
+                     (Py_ssize_t)length, b + pos + header - 4);
+        }
+        else if (length) {
+            memcpy(PyBytes_AS_STRING(payload), b + pos + header, (size_t)length);
+        }
+        if (b0 == 0x81 && check_text
+            && !utf8_valid((const unsigned char *)PyBytes_AS_STRING(payload),
+                           (Py_ssize_t)length)) {
+            Py_DECREF(payload);
+            break;                  /* the Python reader raises InvalidTextError */
+        }
+        message = PyObject_CallFunctionObjArgs(factory, b0 == 0x81 ? text_op : binary_op,
+                                               payload, NULL);
+        Py_DECREF(payload);
+        if (message == NULL || PyList_Append(messages, message) < 0) {
+            Py_XDECREF(message);
+            Py_CLEAR(messages);
+            goto done;
+        }
+        Py_DECREF(message);
+        pos += header + (Py_ssize_t)length;
+    }
+    result = Py_BuildValue("(Nn)", messages, pos);
+
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+
+/* unmask_into(dest, offset, src, start, length, key)
+
+   Large messages, one copy: dest is a bytes object made by new_payload() and not
+   yet handed to anyone; src[start:start + length] (masked with the 4-byte key, or
+   None: plain) is written into dest at offset, the key rotated by offset & 3. The
+   reader fills a message's bytes this way as its pieces arrive, instead of keeping
+   the pieces and joining them at the end. */
+static PyObject *
+unmask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer src, key;
+    Py_ssize_t offset, start, length;
+    PyObject *dest;
+    unsigned char rotated[4];
+    int j, have_key;
+
+    (void)module;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "unmask_into takes exactly 6 arguments");
+        return NULL;
+    }
+    dest = args[0];
+    if (!PyBytes_CheckExact(dest)) {
+        PyErr_SetString(PyExc_TypeError, "unmask_into: dest must be bytes from new_payload");
+        return NULL;
+    }
+    offset = PyLong_AsSsize_t(args[1]);
+    start = PyLong_AsSsize_t(args[3]);
+    length = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    have_key = args[5] != Py_None;
+    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (have_key && PyObject_GetBuffer(args[5], &key, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (offset < 0 || start < 0 || length < 0 || start > src.len || length > src.len - start
+        || offset > PyBytes_GET_SIZE(dest) || length > PyBytes_GET_SIZE(dest) - offset
+        || (have_key && key.len != 4)) {
+        PyErr_SetString(PyExc_ValueError, "unmask_into: out of range, or a bad key");
+        goto fail;
+    }
+    if (have_key) {
+        for (j = 0; j < 4; j++) {
+            rotated[j] = ((const unsigned char *)key.buf)[(j + offset) & 3];
+        }
+        xor_mask((const unsigned char *)src.buf + start,
+                 (unsigned char *)PyBytes_AS_STRING(dest) + offset, length, rotated);
+        PyBuffer_Release(&key);
+    }
+    else if (length) {
+        memcpy(PyBytes_AS_STRING(dest) + offset, (const char *)src.buf + start,
+               (size_t)length);
+    }
+    PyBuffer_Release(&src);
+    Py_RETURN_NONE;
+
+fail:
+    if (have_key) {
+        PyBuffer_Release(&key);
+    }
+    PyBuffer_Release(&src);
+    return NULL;
+}
+
+static PyObject *
+new_payload(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+
+    (void)module;
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "new_payload: negative size");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(NULL, n);
+}
+
+PyDoc_STRVAR(scan_frames_doc,
+"scan_frames(buf, pos, expect_masked, max_length, check_text, factory, text, binary)\n"
+"--\n"
+"\n"
+"The reader's short path: whole, final, unfragmented data frames from buf[pos:]\n"
+"as factory(opcode, payload), unmasked and UTF-8-checked in one pass; returns\n"
+"(messages, new_pos), stopping at the first frame it does not take.");
+
 PyDoc_STRVAR(apply_mask_doc,
 "apply_mask(data, key, offset=0)\n"
 "--\n"
@@ -149,6 +437,12 @@ PyDoc_STRVAR(apply_mask_doc,
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      apply_mask_doc},
+    {"scan_frames", (PyCFunction)(void (*)(void))scan_frames, METH_FASTCALL,
+     scan_frames_doc},
+    {"unmask_into", (PyCFunction)(void (*)(void))unmask_into, METH_FASTCALL,
+     "unmask_into(dest, offset, src, start, length, key): fill a new_payload() bytes."},
+    {"new_payload", (PyCFunction)new_payload, METH_O,
+     "new_payload(n): a bytes object of n bytes for unmask_into to fill."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -166,7 +460,8 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "trio_gws._speedups",
-    "Compiled WebSocket masking; trio_gws._mask falls back to pure Python without it.",
+    "Compiled WebSocket masking and the reader's short path; trio_gws falls back to "
+    "pure Python without it.",
     0,
     speedups_methods,
     speedups_slots,

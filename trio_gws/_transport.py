@@ -17,6 +17,7 @@ a close frame reach the peer before the stream closes.
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
 import trio
@@ -25,6 +26,12 @@ from ._mask import Buffer
 
 #: errnos that mean "this socket was closed" (as trio's SocketStream has them).
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+#: The most SO_RCVLOWAT asks for: far below the receive buffer (128 KiB by default), so
+#: the kernel never has to grow the buffer or clamp the window to honour it.
+LOWAT_CAP = 32 * 1024
+
+_SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
 
 
 def translate_socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
@@ -68,6 +75,21 @@ async def half_close(stream: trio.abc.Stream) -> bool:
     return False
 
 
+async def close_forcefully(stream: trio.abc.Stream) -> None:
+    """``trio.aclose_forcefully(stream)``, shielded from cancellation.
+
+    A plain ``SocketStream`` is closed the way its ``aclose`` does it (close the
+    socket, then a checkpoint), without the two cancel scopes and the cancellation
+    that ``aclose_forcefully`` under a shield costs: every connection ends here.
+    """
+    if type(stream) is trio.SocketStream:
+        stream.socket.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(stream)
+
+
 class Transport:
     """A connection's stream with the fast path of a plain ``SocketStream``'s reads.
 
@@ -80,14 +102,46 @@ class Transport:
     through the stream: the same shortcut for sends measured as noise.
     """
 
-    __slots__ = ("stream", "fast_receive")
+    __slots__ = ("stream", "fast_receive", "raw", "_lowat")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        #: The standard-library socket under a plain ``SocketStream`` (None otherwise):
+        #: the reader's loop waits on it and reads it directly, and ``send_all`` writes
+        #: it directly while the kernel takes the whole frame (see ``read_phase``).
+        self.raw: Any = None
+        #: SO_RCVLOWAT as last set (0: never, or not a TCP socket).
+        self._lowat = 0
         if type(stream) is trio.SocketStream:
             self.fast_receive: Any = stream.socket.recv
+            raw = getattr(stream.socket, "_sock", None)
+            if isinstance(raw, socket.socket):
+                self.raw = raw
+                if raw.family in (socket.AF_INET, socket.AF_INET6) and _SO_RCVLOWAT:
+                    self._lowat = 1
         else:
             self.fast_receive = stream.receive_some
+
+    def want(self, nbytes: int) -> None:
+        """Wake the reader only once ``nbytes`` more bytes arrived (at most LOWAT_CAP;
+        0 or 1: on any byte). TCP only, and only when it changes.
+
+        A frame that arrives in several TCP segments would otherwise wake the reader
+        (a scheduler round trip and two system calls) once per segment: with the rest
+        of the frame as the socket's receive low-water mark, the kernel reports it
+        readable once that much is there (or at EOF, or an error). Whatever arrived is
+        still handed over as it comes, so nothing already received waits for more.
+        """
+        if not self._lowat:
+            return
+        lowat = 1 if nbytes <= 1 else nbytes if nbytes < LOWAT_CAP else LOWAT_CAP
+        if lowat != self._lowat:
+            try:
+                self.raw.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, lowat)
+            except OSError:
+                self._lowat = 0  # closed, or not supported after all: stop trying
+                return
+            self._lowat = lowat
 
     async def receive_some(self, max_bytes: int) -> bytes | bytearray:
         """``stream.receive_some`` with the stream's errors."""
@@ -98,5 +152,21 @@ class Transport:
             raise translate_socket_error(exc) from None
 
     async def send_all(self, data: Buffer) -> None:
-        """``stream.send_all``."""
+        """``stream.send_all``; on a plain socket, first one direct ``send``.
+
+        When the kernel takes the whole frame at once (almost always) the write costs
+        one system call and no trip through Trio's scheduler; the rest of a partial
+        write goes through the stream. Callers check for cancellation before they
+        encode (``FrameWriter._write``), and the reader yields once per read anyway.
+        """
+        raw = self.raw
+        if raw is not None:
+            try:
+                sent = raw.send(data)
+            except OSError:
+                sent = 0  # full, or an error the stream will raise in its own terms
+            if sent == len(data):
+                return
+            if sent:
+                data = memoryview(data)[sent:]
         await self.stream.send_all(data)

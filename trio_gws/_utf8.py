@@ -25,7 +25,7 @@ class Utf8Validator:
     def __init__(self) -> None:
         self._decoder = _Decoder("strict")
 
-    def feed(self, data: bytes, final: bool = False) -> None:
+    def feed(self, data: bytes | memoryview, final: bool = False) -> None:
         decoder = self._decoder
         try:
             decoder.decode(data, final)
