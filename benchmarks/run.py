@@ -420,6 +420,30 @@ def render(summary: dict[str, dict[str, dict[str, Any]]], targets: list[dict[str
     return "\n".join(lines)
 
 
+#: The other benchmarks' reports, each written by its own script: (file, what it holds,
+#: whether its first bold line is a verdict worth repeating here).
+OTHER_RESULTS = [
+    ("RESULTS-soak.md", "the soak: ten minutes of mixed traffic, RSS and fds (soak.py)", True),
+    ("RESULTS-stream.md", "a 256 MiB message streamed both ways: memory and speed "
+                          "(stream_memory.py)", True),
+    ("RESULTS-fanout.md", "hubs in one process and through Redis (fanout.py)", False),
+    ("ABLATION.md", "each speed and memory trick measured on and off (ablate.py)", False),
+]
+
+
+def other_results() -> str:
+    """Links to the other reports, with the soak's verdict line when there is one."""
+    lines = ["### Other benchmarks", ""]
+    for name, what, has_verdict in OTHER_RESULTS:
+        path = HERE / name
+        if not path.exists():
+            continue
+        verdict = next((line.replace("**", "").strip() for line in path.read_text().splitlines()
+                        if line.startswith("**")), "") if has_verdict else ""
+        lines.append(f"- [{name}]({name}): {what}" + (f". {verdict}" if verdict else ""))
+    return "\n".join(lines)
+
+
 def code_line(code: dict[str, Any] | None) -> str:
     if not code or "sha256" not in code:
         return "- trio-gws code: the installed package"
@@ -717,7 +741,7 @@ def report(meta: dict[str, Any], records: list[dict[str, Any]], args: argparse.N
             "# Benchmark results\n\n"
             "Written by `benchmarks/run.py --write-results` from one run; raw numbers in "
             "[RESULTS.json](RESULTS.json). How to read it: [README.md](README.md).\n\n"
-            + render_meta(meta) + "\n\n" + report + "\n")
+            + render_meta(meta) + "\n\n" + report + "\n\n" + other_results() + "\n")
         print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)
 
 

@@ -116,6 +116,8 @@ class Conn(trio.abc.AsyncResource):
         extension: Extension | None = None,
         leftover: bytes = b"",
     ) -> None:
+        # Long because every per-connection attribute is set here and only here (the
+        # class has __slots__): what an idle connection costs is read in one place.
         self._transport = Transport(stream)
         # No handler: pull mode, the messages wait in an Inbox for receive().
         self._handler = handler if handler is not None else Inbox()
