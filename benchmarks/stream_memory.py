@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/stream_memory.py            # 256 MiB, compression off and on
     .venv/bin/python benchmarks/stream_memory.py --mib 64   # a quicker run
+    .venv/bin/python benchmarks/stream_memory.py --write-results  # RESULTS-stream.md
 
 For each compression setting it measures, with the server pinned to core 0 and the
 client to core 1 (``taskset``; ``--no-pin`` to skip):
@@ -188,6 +189,8 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--write-results", action="store_true",
+                        help="also write benchmarks/RESULTS-stream.md")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="streamed", help=argparse.SUPPRESS)
@@ -201,6 +204,7 @@ def main() -> int:
         print(json.dumps(trio.run(send, args.send, args.mode, args.compress, args.mib)))
         return 0
     pin = not args.no_pin and shutil.which("taskset") is not None
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     rows = []
     for compress in (False, True):
         runs: dict[str, list[dict[str, Any]]] = {"streamed": [], "whole": []}
@@ -208,19 +212,20 @@ def main() -> int:
             for mode in ("streamed", "whole"):
                 runs[mode].append(measure(mode, compress, args.mib, pin))
         rows.append((compress, runs))
-    print(f"{args.mib} MiB per transfer, {args.rounds} rounds (medians), "
-          f"{'pinned' if pin else 'not pinned'}\n")
-    print("| compression | path | MiB/s | server peak growth | client peak growth |")
-    print("|---|---|---:|---:|---:|")
+    out: list[str] = []
+    out.append(f"{args.mib} MiB per transfer, {args.rounds} rounds (medians), "
+               f"{'pinned' if pin else 'not pinned'}\n")
+    out.append("| compression | path | MiB/s | server peak growth | client peak growth |")
+    out.append("|---|---|---:|---:|---:|")
     verdicts = []
     for compress, runs in rows:
         med = {mode: {key: sorted(r[key] for r in runs[mode])[len(runs[mode]) // 2]
                       for key in runs[mode][0]} for mode in runs}
         for mode in ("streamed", "whole"):
             m = med[mode]
-            print(f"| {'on' if compress else 'off'} | {mode} | {m['mib_per_s']:.1f} | "
-                  f"{m['server_growth_kib'] / 1024:.1f} MiB | "
-                  f"{m['client_growth_kib'] / 1024:.1f} MiB |")
+            out.append(f"| {'on' if compress else 'off'} | {mode} | {m['mib_per_s']:.1f} | "
+                       f"{m['server_growth_kib'] / 1024:.1f} MiB | "
+                       f"{m['client_growth_kib'] / 1024:.1f} MiB |")
         s, w = med["streamed"], med["whole"]
         ratio = s["mib_per_s"] / w["mib_per_s"]
         memory_ok = max(s["server_growth_kib"], s["client_growth_kib"]) < 8 * 1024
@@ -228,9 +233,30 @@ def main() -> int:
                         f"throughput {ratio:.2f}x ({'PASS' if ratio >= 1.0 else 'MISS'}), "
                         f"peak growth under 8 MiB on both sides: "
                         f"{'PASS' if memory_ok else 'MISS'}")
-    print()
-    print("\n".join(verdicts))
+    out.append("")
+    out.extend(verdicts)
+    print("\n".join(out))
+    if args.write_results:
+        write_results(out, verdicts, started)
     return 0
+
+
+def write_results(table: list[str], verdicts: list[str], started: str) -> None:
+    """RESULTS-stream.md: the table, the verdicts (first, in bold), and the machine."""
+    import platform
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=HERE).stdout.strip() or "?"
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    text = "\n".join([
+        "# Streamed large messages: memory and throughput", "",
+        f"Written by `benchmarks/stream_memory.py --write-results` on {started} UTC, "
+        f"commit `{head}`, Python {platform.python_version()}, trio {trio.__version__}, "
+        f"{os.cpu_count()} cores (shared with other work; load average at the end {load}). "
+        "What it runs and how it measures: the docstring of `benchmarks/stream_memory.py`.",
+        "", "**" + "; ".join(verdicts) + ".**", "", *table, ""])
+    (HERE / "RESULTS-stream.md").write_text(text)
+    print(f"wrote {HERE / 'RESULTS-stream.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
