@@ -160,12 +160,16 @@ class FrameWriter:
         rsv = 0
         if self._encoder is not None:
             data, rsv = self._encoder.encode(data)
+        return self._frame(opcode, data, fin=True, rsv=rsv)
+
+    def _frame(self, kind: int, data: Buffer, *, fin: bool, rsv: int) -> bytes | list[Buffer]:
+        """A frame, masked on the client side: bytes, or two pieces when it is large."""
         if self._mask:
             key = new_mask_key()
-            header = frame_header(opcode, len(data), rsv=rsv, mask_key=key)
+            header = frame_header(kind, len(data), fin=fin, rsv=rsv, mask_key=key)
             data = apply_mask(data, key)
         else:
-            header = frame_header(opcode, len(data), rsv=rsv)
+            header = frame_header(kind, len(data), fin=fin, rsv=rsv)
         if len(data) < _JOIN_BELOW:
             return header + data
         # Header + 16 KiB, then a view of the rest: no whole-frame copy (1.28x-1.33x
@@ -235,12 +239,7 @@ class FrameWriter:
         rsv = 0
         if self._encoder is not None:
             data, rsv = self._encoder.encode_fragment(data, first=first, last=last)
-        kind = opcode if first else Opcode.CONTINUATION
-        if self._mask or len(data) < _JOIN_BELOW:
-            return encode_frame(kind, data, fin=last, rsv=rsv, mask=self._mask)
-        view = memoryview(data)
-        header = frame_header(kind, len(data), fin=last, rsv=rsv)
-        return [header + view[:_SPLIT_HEAD], view[_SPLIT_HEAD:]]
+        return self._frame(opcode if first else Opcode.CONTINUATION, data, fin=last, rsv=rsv)
 
     async def begin_stream(self) -> None:
         """Wait for the data turn of a streamed message (after every data write made
