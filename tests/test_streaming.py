@@ -29,6 +29,7 @@ from trio_gws import Config, Conn, Message, MessageStream, Opcode
 from trio_gws._deflate import DeflateParams
 from trio_gws._frames import StreamData, StreamEnd, StreamStart
 from trio_gws._reader import STREAM_PIECE, FrameReader
+from trio_gws._streams import STREAM_QUEUE
 
 from helpers import build_frame
 
@@ -485,6 +486,69 @@ async def test_the_next_message_waits_for_the_handler(autojump_clock: Any) -> No
         assert rec.pieces == [[b"one"], [b"two"]]
         await peer.send_close(1000)
         await peer.recv_close()
+
+
+async def test_a_slow_consumer_stops_the_reader_past_the_queue_bound() -> None:
+    gate = trio.Event()
+    rec = Streamer(gate=gate)
+    conn, peer, _ = make_conn(rec, Config(max_content_length=1 << 24))
+    piece = 64 * 1024
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send(BINARY, b"a" * piece, fin=False)
+        for _ in range(30):  # 1.9 MiB in all, far past the bound
+            await peer.send(CONT, b"b" * piece, fin=False)
+        await peer.send(CONT, b"end")
+        await trio.testing.wait_all_tasks_blocked()
+        stream = conn._stream_in
+        assert stream is not None
+        # The handler holds its first piece; the reader queued up to the bound (and
+        # one piece past it) and stopped reading: the rest is still in the transport.
+        assert STREAM_QUEUE < stream._queued <= STREAM_QUEUE + piece
+        assert len(rec.pieces[0]) == 1
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert b"".join(rec.pieces[0]) == b"a" * piece + b"b" * piece * 30 + b"end"
+        await peer.send_close(1000)
+        await peer.recv_close()
+
+
+async def test_queued_pieces_are_taken_in_one_go_and_cancellation_still_wins() -> None:
+    stream = MessageStream(Opcode.BINARY)
+    for data in (b"one", b"two", b"three"):
+        await stream._put(data)  # under the bound: no wait
+    assert await stream.__anext__() == b"one"
+    ran = False
+
+    async def sibling() -> None:
+        nonlocal ran
+        ran = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sibling)
+        assert await stream.__anext__() == b"two"
+        assert not ran  # already here: taken without yielding to the scheduler
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await stream.__anext__()  # a cancelled consumer gets Cancelled all the same
+    assert await stream.__anext__() == b"three"
+    failure = gws.ConnectionClosedError("gone", 1006)
+    await stream._put(b"last")
+    stream._fail(failure)
+    assert await stream.__anext__() == b"last"  # what arrived is read first
+    with pytest.raises(gws.ConnectionClosedError):
+        await stream.__anext__()
+
+
+async def test_an_abandoned_stream_keeps_nothing() -> None:
+    stream = MessageStream(Opcode.BINARY)
+    await stream._put(b"x" * STREAM_QUEUE)
+    stream._abandon()
+    await stream._put(b"y" * STREAM_QUEUE)  # returns at once: read, not kept
+    assert stream._queued == 0 and not stream._pieces
+    with pytest.raises(RuntimeError, match="abandoned"):
+        await stream.__anext__()
 
 
 async def test_read_all_and_the_default_on_stream() -> None:

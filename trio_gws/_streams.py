@@ -2,8 +2,8 @@
 
 Receiving. A handler that overrides ``on_stream`` gets each data message as a
 ``MessageStream`` as soon as its first frame arrives, and reads it piece by piece
-while the reader goes on receiving. The reader hands over one piece at a time (a
-channel of one), so a message costs the memory of a piece or two, not of the message;
+while the reader goes on receiving. The reader queues at most STREAM_QUEUE bytes of
+pieces for the handler, so a message costs that and a piece, not the message;
 a consumer that does not keep up stops the reader, and the peer with it.
 
 Sending. ``conn.message_writer(opcode)`` sends one message as a first frame and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Protocol, Union
@@ -46,6 +47,12 @@ class StreamAbortedError(WebSocketError):
     close_code = CloseCode.INTERNAL_ERROR
 
 
+#: How many bytes of a streamed message may wait for its handler. The reader goes on
+#: reading while less is queued, so the handler takes several pieces per wakeup
+#: instead of one hand-over (two scheduler passes) per read.
+STREAM_QUEUE = 256 * 1024
+
+
 class MessageStream:
     """One incoming data message, read as it arrives (``EventHandler.on_stream``).
 
@@ -57,12 +64,21 @@ class MessageStream:
     not kept.
     """
 
-    __slots__ = ("opcode", "_send", "_receive", "_failure", "done")
+    __slots__ = ("opcode", "_pieces", "_queued", "_ended", "_abandoned", "_failure",
+                 "_arrived", "_taken", "done")
 
     def __init__(self, opcode: Opcode) -> None:
         self.opcode = opcode
-        self._send, self._receive = trio.open_memory_channel[bytes](1)
+        # Pieces the reader handed over, at most STREAM_QUEUE bytes (and one piece) of
+        # them: the reader waits (``_taken``) past that, the handler (``_arrived``)
+        # while there are none.
+        self._pieces: deque[bytes] = deque()
+        self._queued = 0
+        self._ended = False  # the reader handed over the last piece, or failed
+        self._abandoned = False  # on_stream returned
         self._failure: ConnectionClosed | None = None
+        self._arrived: trio.Event | None = None
+        self._taken: trio.Event | None = None
         self.done = trio.Event()  # on_stream returned
 
     @property
@@ -76,14 +92,23 @@ class MessageStream:
         return self
 
     async def __anext__(self) -> bytes:
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            if self._failure is not None:
-                raise self._failure from self._failure.__cause__
-            raise StopAsyncIteration from None
-        except trio.ClosedResourceError:
-            raise RuntimeError("this stream was abandoned: on_stream returned") from None
+        # A piece already here is taken without a scheduler pass (a cancelled task
+        # still gets Cancelled): the pieces of one wakeup go in one go.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._pieces:
+            if self._abandoned:
+                raise RuntimeError("this stream was abandoned: on_stream returned")
+            if self._ended:
+                if self._failure is not None:
+                    raise self._failure from self._failure.__cause__
+                raise StopAsyncIteration
+            if self._arrived is None:
+                self._arrived = trio.Event()
+            await self._arrived.wait()
+        piece = self._pieces.popleft()
+        self._queued -= len(piece)
+        self._wake_reader()
+        return piece
 
     async def read_all(self) -> bytes:
         """The rest of the message, joined (at most ``max_content_length`` bytes)."""
@@ -92,23 +117,43 @@ class MessageStream:
     # -- the connection's side -------------------------------------------------------
 
     async def _put(self, data: bytes) -> None:
-        """Hand over a piece; waits while the consumer has not taken the last one."""
-        try:
-            await self._send.send(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # abandoned: the rest of the message is read but not kept
+        """Hand over a piece; waits while STREAM_QUEUE bytes wait for the consumer."""
+        if self._abandoned:
+            return  # the rest of the message is read but not kept
+        self._pieces.append(data)
+        self._queued += len(data)
+        self._wake_consumer()
+        while self._queued > STREAM_QUEUE and not self._abandoned:
+            self._taken = trio.Event()
+            await self._taken.wait()
 
     def _finish(self) -> None:
-        self._send.close()
+        self._ended = True
+        self._wake_consumer()
 
     def _fail(self, error: ConnectionClosed) -> None:
-        """The connection ended before the message did."""
+        """The connection ended before the message did (pieces already handed over
+        are still read first)."""
         if self._failure is None:
             self._failure = error
-        self._send.close()
+        self._finish()
 
     def _abandon(self) -> None:
-        self._receive.close()
+        self._abandoned = True
+        self._pieces.clear()
+        self._queued = 0
+        self._wake_reader()
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+
+    def _wake_reader(self) -> None:
+        if self._taken is not None:
+            self._taken.set()
+            self._taken = None
 
 
 class MessageWriter:
