@@ -26,12 +26,6 @@ MAX_PROXY_BODY = 4096
 PROXY_BODY_GRACE = 1.0
 
 
-def _closes(response: ResponseHead) -> bool:
-    """Whether the reply says its body ends when the proxy closes."""
-    tokens = ",".join(response.headers.get_all("Connection")).lower().split(",")
-    return "close" in (token.strip() for token in tokens)
-
-
 async def open_stream(host: str, port: int, *, proxy: ProxyURL | None,
                       proxy_ssl_context: ssl.SSLContext | None, config: Config,
                       steps: list[str]) -> trio.abc.Stream:
@@ -128,7 +122,7 @@ async def _read_body(stream: trio.abc.Stream, response: ResponseHead, received: 
     length = response.headers.get("Content-Length")
     if length is not None and length.isdigit():
         wanted = min(int(length), MAX_PROXY_BODY)
-    elif _closes(response):
+    elif "close" in response.headers.tokens("Connection"):
         wanted = MAX_PROXY_BODY
     else:
         return bytes(body)
