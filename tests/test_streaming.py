@@ -4,6 +4,7 @@ on_stream (frame-by-frame receive), over memory streams with a hand-driven peer.
 from __future__ import annotations
 
 import io
+import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import trio.testing
 import trio_gws as gws
 from helpers import (
     BINARY,
+    running_server,
+    ws_connect,
     CLOSE,
     CONT,
     PING,
@@ -29,7 +32,7 @@ from trio_gws import Config, Conn, Message, MessageStream, Opcode
 from trio_gws._deflate import DeflateParams
 from trio_gws._frames import StreamData, StreamEnd, StreamStart
 from trio_gws._reader import STREAM_PIECE, FrameReader
-from trio_gws._streams import STREAM_QUEUE
+from trio_gws._streams import STREAM_QUEUE, WAKE_AT
 
 from helpers import build_frame
 
@@ -539,6 +542,129 @@ async def test_queued_pieces_are_taken_in_one_go_and_cancellation_still_wins() -
     assert await stream.__anext__() == b"last"  # what arrived is read first
     with pytest.raises(gws.ConnectionClosedError):
         await stream.__anext__()
+
+
+async def test_the_consumer_is_woken_per_batch_not_per_piece() -> None:
+    stream = MessageStream(Opcode.BINARY)
+    got: list[bytes] = []
+
+    async def consume() -> None:
+        async for piece in stream:
+            got.append(piece)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not stream._push(b"a" * 1000)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # under WAKE_AT: the reader reads on first
+        stream._hand_over()  # the reader is about to wait for the network
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [b"a" * 1000]
+        stream._hand_over()  # nothing queued: nothing to wake for
+        half = WAKE_AT // 2
+        stream._push(b"b" * half)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(got) == 1
+        stream._push(b"c" * half)  # WAKE_AT reached: woken without a hand-over
+        await trio.testing.wait_all_tasks_blocked()
+        assert got[1:] == [b"b" * half, b"c" * half]
+        stream._finish()
+
+
+class Progress(gws.EventHandler):
+    """Answers each piece of a streamed message with how many bytes it has read."""
+
+    async def on_stream(self, conn: Conn, stream: MessageStream) -> None:
+        seen = 0
+        async for piece in stream:
+            seen += len(piece)
+            await conn.write_message(Opcode.TEXT, str(seen))
+
+
+@pytest.mark.parametrize("sent", [
+    1000,  # one short read: the socket is empty after it
+    65536,  # exactly one full read buffer: the next read finds nothing (EAGAIN)
+    100_000,  # a full read, then a short one
+])
+async def test_what_arrived_reaches_on_stream_while_the_peer_waits(sent: int) -> None:
+    # Over TCP, the reader's direct socket path: a piece may wait for more only while
+    # the reader can read on at once; before it waits for the network, the handler
+    # gets what is queued. The peer waits for the handler's answer after each part:
+    # a piece held back would hang the exchange. (All parts stay under WAKE_AT.)
+    total = 1 << 20
+    frame = build_frame(BINARY, os.urandom(total), mask=True)
+    start = 14 + 100  # the frame's head (2 + 8 length bytes + the key), 100 bytes
+    parts = [frame[:start], frame[start:start + sent], frame[start + sent:]]
+    async with running_server(Progress(), Config(max_content_length=total)) as port:
+        peer, _ = await ws_connect(port)
+        seen = 0
+        # The first part starts on_stream, which then waits for more: the second
+        # part is what must reach a waiting handler without more to come.
+        for part, until in zip(parts, (100, 100 + sent, total)):
+            await peer.send_raw(part)
+            with trio.fail_after(10):
+                while seen < until:
+                    seen = int((await peer.recv_frame()).payload)
+            assert seen == until
+        await peer.send_close(1000)
+        assert (await peer.recv_close()).close_code == 1000
+        await peer.aclose()
+
+
+async def test_what_arrived_reaches_on_stream_while_a_pong_waits_for_the_peer() -> None:
+    # The peer sends more of a message and a ping, then reads nothing: the reader's
+    # flush of the pong waits for it, and the handler must still get the piece.
+    rec = Streamer()
+    conn, peer, _ = make_conn(rec, lockstep=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send(BINARY, b"first", fin=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert rec.pieces == [[b"first"]]  # on_stream runs and waits for more
+        await peer.send_raw(build_frame(CONT, b"second", fin=False, mask=True)
+                            + build_frame(PING, b"p", mask=True))
+        await trio.testing.wait_all_tasks_blocked()
+        assert rec.pieces == [[b"first", b"second"]]  # the pong is still unsent
+        assert (await peer.recv_frame()).opcode == PONG
+        await peer.send(CONT, b"", fin=True)
+        await peer.send_close(1000)
+        await peer.recv_close()
+    assert rec.pieces == [[b"first", b"second"]]
+
+
+class WaitsInOnPing(Streamer):
+    """An on_ping that waits until on_stream has read the piece before the ping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.second = trio.Event()
+
+    async def on_stream(self, conn: Conn, stream: MessageStream) -> None:
+        async for piece in stream:
+            if piece == b"second":
+                self.second.set()
+
+    async def on_ping(self, conn: Conn, payload: bytes) -> None:
+        await self.second.wait()
+        await super().on_ping(conn, payload)
+
+
+async def test_a_handler_blocking_in_the_reader_hands_the_stream_over_first(
+        autojump_clock: Any) -> None:
+    rec = WaitsInOnPing()
+    conn, peer, _ = make_conn(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send(BINARY, b"first", fin=False)
+        await trio.testing.wait_all_tasks_blocked()
+        await peer.send_raw(build_frame(CONT, b"second", fin=False, mask=True)
+                            + build_frame(PING, b"p", mask=True))
+        with trio.fail_after(5):  # autojump: only a deadlock gets there
+            assert (await peer.recv_frame()).opcode == PONG
+        await peer.send(CONT, b"", fin=True)
+        await peer.send_close(1000)
+        await peer.recv_close()
 
 
 async def test_an_abandoned_stream_keeps_nothing() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Union
 
 import trio
@@ -65,6 +66,9 @@ async def read_phase(conn: Conn) -> Outcome:
                     close = await handle_read(conn, data)
                     if close is not None:
                         return close
+                if conn._stream_in is not None and (drained or raw is None or
+                                                    conn._read_deadline != math.inf):
+                    conn._stream_in._hand_over()  # the read below may wait
                 if conn._read_deadline != math.inf:
                     data = await receive_with_deadline(conn, size)
                 elif raw is not None:
@@ -147,8 +151,10 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
                     answered(conn, event.payload)
                 await callback(conn, handler.on_pong, conn, event.payload)
             elif kind is StreamData:
-                assert conn._stream_in is not None
-                await conn._stream_in._put(event.data)
+                stream = conn._stream_in
+                assert stream is not None
+                if stream._push(event.data):  # a coroutine only when it must wait
+                    await stream._room()
             elif kind is StreamStart:
                 await start_stream(conn, event.opcode)
             elif kind is StreamEnd:
@@ -161,6 +167,8 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
     finally:
         writer.cork_task = None
     if writer.has_unsent:
+        if conn._stream_in is not None:
+            conn._stream_in._hand_over()  # the flush may wait for the peer
         await writer.flush()
     return None
 
@@ -196,7 +204,7 @@ async def callback(conn: Conn, method: Callable[..., Coroutine[Any, Any, None]],
             except StopIteration:
                 pass
             else:
-                await resume_corked(coro, trap, conn._writer.flush_soon)
+                await resume_corked(coro, trap, partial(before_handler_blocks, conn))
     except ConnectionClosed:
         if conn._lifecycle.broken or not conn._lifecycle.closing:
             raise  # our own write failed: a transport problem, not a handler bug
@@ -207,6 +215,14 @@ async def callback(conn: Conn, method: Callable[..., Coroutine[Any, Any, None]],
         name = getattr(method, "__name__", "callback")
         conn._config.logger.exception("%s raised in %s", name, conn)
         raise HandlerError(f"{name} raised {exc!r}") from exc
+
+
+def before_handler_blocks(conn: Conn) -> None:
+    """A handler in the reader's task is about to block: what it corked goes out, and
+    what a streamed message queued goes to its handler (nothing waits on the wait)."""
+    conn._writer.flush_soon()
+    if conn._stream_in is not None:
+        conn._stream_in._hand_over()
 
 
 async def run_in_parallel(conn: Conn, item: Message | MessageStream) -> None:

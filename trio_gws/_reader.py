@@ -142,10 +142,12 @@ class FrameReader:
         The connection sets the socket's receive low-water mark from it, so the rest
         of a frame that arrives in pieces wakes the reader once. Text (UTF-8 is checked
         as it arrives: invalid bytes fail the connection without waiting for the rest,
-        Autobahn 6.4.3/6.4.4) and compressed messages (inflated as they arrive) are
-        not held back: 0 for them.
+        Autobahn 6.4.3/6.4.4), compressed messages (inflated as they arrive) and
+        streamed ones (``on_stream`` reads what arrived, and its peer may wait for an
+        answer before it sends more) are not held back: 0 for them.
         """
-        if self._in_frame and self._validator is None and not self._msg_encoded:
+        if (self._in_frame and self._validator is None and not self._msg_encoded
+                and not self._streaming):
             return self._frame_left
         return 0
 
@@ -327,11 +329,13 @@ class FrameReader:
                 pos += take
                 self._frame_offset += take
                 self._frame_left -= take
-                if streaming:
-                    for piece in self._pieces(chunk):
+                if not streaming:
+                    self._add_payload(chunk)
+                elif self._msg_encoded:
+                    for piece in self._inflated(chunk):
                         yield StreamData(piece)
                 else:
-                    self._add_payload(chunk)
+                    yield StreamData(self._checked(chunk))
             if self._frame_left:
                 return pos
             self._in_frame = False
@@ -370,14 +374,11 @@ class FrameReader:
             self._validator.feed(chunk)
         self._msg_parts.append(chunk)
 
-    def _pieces(self, chunk: bytes) -> Iterator[bytes]:
-        """Streaming: the checked pieces a frame's chunk decodes to (none may be empty)."""
-        if self._msg_encoded:
-            assert self._decoder is not None
-            for piece in self._decoder.feed_pieces(chunk, STREAM_PIECE):
-                yield self._checked(piece)
-        elif chunk:
-            yield self._checked(chunk)
+    def _inflated(self, chunk: bytes) -> Iterator[bytes]:
+        """Streaming: the checked pieces a compressed chunk inflates to (none empty)."""
+        assert self._decoder is not None
+        for piece in self._decoder.feed_pieces(chunk, STREAM_PIECE):
+            yield self._checked(piece)
 
     def _checked(self, piece: bytes) -> bytes:
         if self._msg_size + len(piece) > self._max:
