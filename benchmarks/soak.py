@@ -378,8 +378,9 @@ def report(result: dict[str, Any], command: str) -> str:
         "RSS and descriptors, minute by minute (max of the minute's samples; live "
         "connections and Trio tasks from the server's /stats at the minute's start):",
         "",
-        "| minute | RSS (MiB) | fds | live | tasks |",
-        "|---|---|---|---|---|",
+        "| minute | RSS (MiB) | fds | live | tasks | heap in use / free, mmapped (MiB) "
+        "| Python blocks |",
+        "|---|---|---|---|---|---|---|",
     ]
     stats_by_minute = {int(s["t"] // 60): s for s in reversed(result["stats"])}
     for minute in range(int(duration // 60) + 1):
@@ -387,9 +388,12 @@ def report(result: dict[str, Any], command: str) -> str:
         if not chunk:
             continue
         st = stats_by_minute.get(minute, {})
+        heap = st.get("allocator") or {}
+        where = (f"{heap['heap_used'] / MiB:.2f} / {heap['heap_free'] / MiB:.2f}, "
+                 f"{heap['mmapped'] / MiB:.2f} | {heap['blocks']}") if heap else " |"
         lines.append(f"| {minute} | {max(s.rss for s in chunk) / MiB:.1f} | "
                      f"{max(s.fds for s in chunk)} | {st.get('live', '')} | "
-                     f"{st.get('tasks', '')} |")
+                     f"{st.get('tasks', '')} | {where} |")
     if result["tracemalloc"]:
         lines += ["", f"tracemalloc, the allocation sites that grew most over the last "
                   f"{window / 60:.0f} minutes:", "", "```", result["tracemalloc"].rstrip(),

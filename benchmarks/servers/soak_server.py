@@ -6,7 +6,9 @@
   (``write_nowait``: memory per connection). A listener that does not read fills its
   queue (``write_buffer_limit`` 256 KiB) and is failed with 1008.
 * plain HTTP through ``Config.http_handler``: ``/stats`` (JSON: tasks, live
-  connections, event counts, log records, Python memory traced when tracing),
+  connections, event counts, log records, Python memory traced when tracing, and
+  where the memory is: glibc's heap in use and free (``mallinfo2``) and the number of
+  blocks Python's own allocator holds),
   ``/snapshot`` (keeps a tracemalloc snapshot) and ``/tracemalloc-diff`` (the top
   allocation sites grown since that snapshot).
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -33,6 +37,38 @@ import trio_gws as gws
 TICK = 0.1
 SIZE = 4096
 HEAD = struct.Struct("!QQ")
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33 and later)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        function = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None  # not glibc, or older than 2.33
+    function.restype = MallInfo2
+    return function
+
+
+MALLINFO2 = _mallinfo2()
+
+
+def allocator() -> dict[str, int] | None:
+    """Where the memory is: glibc's heap (bytes in use, free inside the heap, mmapped
+    chunks) and the blocks Python's allocator holds. RSS growing while "in use" and
+    "blocks" stay flat is fragmentation, not a leak."""
+    if MALLINFO2 is None:
+        return None
+    info = MALLINFO2()
+    return {"heap_used": info.uordblks, "heap_free": info.fordblks,
+            "mmapped": info.hblkhd, "blocks": sys.getallocatedblocks()}
 
 
 class Counts(logging.Handler):
@@ -139,6 +175,7 @@ class App:
             "refused": h.refused,
             "log": dict(self.counts.levels),
             "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
+            "allocator": allocator(),
         }
 
     async def main(self, port: int) -> None:
