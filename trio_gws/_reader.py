@@ -367,12 +367,9 @@ class FrameReader:
         if self._msg_encoded:
             assert self._decoder is not None
             chunk = self._decoder.feed(chunk)
-            if self._msg_size + len(chunk) > self._max:
-                raise MessageTooLargeError(f"message inflates past {self._max} bytes")
-        self._msg_size += len(chunk)
-        if self._validator is not None:
-            self._validator.feed(chunk)
-        self._msg_parts.append(chunk)
+        # Uncompressed, the size was checked from the frame header already: the check
+        # in _checked is one comparison that never fails.
+        self._msg_parts.append(self._checked(chunk))
 
     def _inflated(self, chunk: bytes) -> Iterator[bytes]:
         """Streaming: the checked pieces a compressed chunk inflates to (none empty)."""
@@ -381,6 +378,7 @@ class FrameReader:
             yield self._checked(piece)
 
     def _checked(self, piece: bytes) -> bytes:
+        """Count ``piece`` against max_content_length and check its UTF-8."""
         if self._msg_size + len(piece) > self._max:
             raise MessageTooLargeError(f"message inflates past {self._max} bytes")
         self._msg_size += len(piece)
@@ -410,12 +408,7 @@ class FrameReader:
             assert self._decoder is not None
             tail = self._decoder.finish()
             if tail:
-                if self._msg_size + len(tail) > self._max:
-                    raise MessageTooLargeError(f"message inflates past {self._max} bytes")
-                self._msg_size += len(tail)
-                if self._validator is not None:
-                    self._validator.feed(tail)
-                self._msg_parts.append(tail)
+                self._msg_parts.append(self._checked(tail))
         if self._validator is not None:
             self._validator.feed(b"", final=True)
             self._validator = None
