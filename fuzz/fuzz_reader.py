@@ -16,8 +16,8 @@ exceeds max_content_length; payloads are immutable bytes; after an error or a cl
 frame the reader ignores input; the reader agrees with the reference model of
 ``_oracle.py`` (same events, an error exactly where the model finds one, except
 that the reader may fail earlier inside an incomplete frame); and its streaming mode
-(``on_stream``) gives the same messages, joined from its pieces (never empty), the
-same control events and the same error.
+(``on_stream``) gives the same messages, joined from its pieces (never empty) or
+whole, the same control events and the same error.
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ from _oracle import Outcome, reference
 
 from trio_gws._deflate import Decompressor, DeflateParams
 from trio_gws._errors import InvalidTextError, MessageTooLargeError, ProtocolError
-from trio_gws._frames import CloseReceived, Ping, Pong, StreamData, StreamEnd, StreamStart
+from trio_gws._frames import (
+    CloseReceived,
+    Ping,
+    Pong,
+    StreamData,
+    StreamEnd,
+    StreamStart,
+    StreamWhole,
+)
 from trio_gws._reader import FrameReader
 from trio_gws._types import Message
 
@@ -142,6 +150,11 @@ def feed_streaming(pieces: Iterable[bytes | bytearray], options: Options) -> Run
                 if isinstance(event, StreamStart):
                     assert opcode is None, "a message began inside another"
                     opcode, parts = int(event.opcode), []
+                elif isinstance(event, StreamWhole):  # a message whole in one read
+                    assert opcode is None, "a message began inside another"
+                    assert type(event.data) is bytes
+                    assert len(event.data) <= options.max_size
+                    events.append(("message", int(event.opcode), event.data))
                 elif isinstance(event, (StreamData, StreamEnd)):
                     assert opcode is not None, "message data outside a message"
                     assert type(event.data) is bytes

@@ -30,7 +30,7 @@ from helpers import (
 )
 from trio_gws import Config, Conn, Message, MessageStream, Opcode
 from trio_gws._deflate import DeflateParams
-from trio_gws._frames import StreamData, StreamEnd, StreamStart
+from trio_gws._frames import StreamData, StreamEnd, StreamStart, StreamWhole
 from trio_gws._reader import STREAM_PIECE, FrameReader
 from trio_gws._streams import STREAM_QUEUE, WAKE_AT
 
@@ -381,6 +381,8 @@ def stream_events(data: bytes, **kwargs: Any) -> list[tuple[str, Any]]:
             out.append(("data", event.data))
         elif isinstance(event, StreamEnd):
             out.append(("end", event.data))
+        elif isinstance(event, StreamWhole):
+            out.append(("whole", (event.opcode, event.data)))
         else:
             out.append((type(event).__name__, None))
     return out
@@ -394,7 +396,7 @@ def test_streaming_mode_yields_pieces_as_frames_arrive() -> None:
             + build_frame(BINARY, b"whole", mask=True))
     assert stream_events(wire) == [
         ("start", Opcode.TEXT), ("data", b"ab"), ("Ping", None), ("data", b"cd"),
-        ("end", b""), ("start", Opcode.BINARY), ("end", b"whole")]
+        ("end", b""), ("whole", (Opcode.BINARY, b"whole"))]  # all in one read
 
 
 def test_streaming_mode_inflates_in_bounded_pieces() -> None:
@@ -794,6 +796,56 @@ async def test_a_handler_raising_mid_stream_is_a_1011() -> None:
     assert isinstance(ending.data, KeyError)
 
 
+class TaskOf(gws.EventHandler):
+    """Records the task each message's on_stream runs in, and what it read."""
+
+    def __init__(self, fail_on: bytes | None = None) -> None:
+        self.seen: list[tuple[object, bytes]] = []
+        self.fail_on = fail_on
+
+    async def on_stream(self, conn: Conn, stream: MessageStream) -> None:
+        data = await stream.read_all()
+        self.seen.append((trio.lowlevel.current_task(), data))
+        if data == self.fail_on:
+            raise KeyError("handler bug")
+
+
+async def test_a_message_that_arrived_whole_is_streamed_in_the_readers_task() -> None:
+    # No task per message when the whole message is in one read: on_stream runs
+    # where on_message would; a fragmented one still gets a task of its own.
+    rec = TaskOf()
+    conn, peer, _ = make_conn(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send_raw(build_frame(BINARY, b"one", mask=True)
+                            + build_frame(TEXT, b"", mask=True))
+        await peer.send(BINARY, b"thr", fin=False)
+        await peer.send(CONT, b"ee")
+        await peer.send_close(1000)
+        await peer.recv_close()
+    reader = conn._reader_task
+    assert [(task is reader, data) for task, data in rec.seen] == [
+        (True, b"one"), (True, b""), (False, b"three")]
+
+
+async def test_a_handler_raising_on_a_whole_message_is_a_1011() -> None:
+    errors: list[BaseException] = []
+
+    class Recording(TaskOf):
+        async def on_error(self, conn: Conn, error: Exception) -> None:
+            errors.append(error)
+
+    rec = Recording(fail_on=b"bad")
+    conn, peer, _ = make_conn(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send(BINARY, b"bad")
+        assert (await peer.recv_close()).close_code == 1011
+        await peer.aclose()
+    [error] = errors
+    assert isinstance(error, KeyError)  # as on_message's would be
+
+
 async def test_on_stream_with_parallel_handling() -> None:
     gate = trio.Event()
     rec = Streamer(gate=gate)
@@ -840,4 +892,5 @@ async def test_streamed_echo_round_trip_with_compression() -> None:
 def test_frames_module_reprs() -> None:
     assert repr(StreamStart(Opcode.TEXT)) == "StreamStart(TEXT)"
     assert "3 bytes" in repr(StreamData(b"abc")) and "0 bytes" in repr(StreamEnd(b""))
+    assert repr(StreamWhole(Opcode.BINARY, b"ab")) == "StreamWhole(BINARY, 2 bytes)"
     assert CLOSE == 0x8 and io.BytesIO  # names used by other tests in this module

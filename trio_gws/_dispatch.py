@@ -29,7 +29,15 @@ from ._errors import (
     WebSocketError,
     WebSocketTimeoutError,
 )
-from ._frames import CloseReceived, Ping, Pong, StreamData, StreamEnd, StreamStart
+from ._frames import (
+    CloseReceived,
+    Ping,
+    Pong,
+    StreamData,
+    StreamEnd,
+    StreamStart,
+    StreamWhole,
+)
 from ._keepalive import answered
 from ._stepping import resume_corked
 from ._streams import MessageStream
@@ -155,6 +163,8 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
                 assert stream is not None
                 if stream._push(event.data):  # a coroutine only when it must wait
                     await stream._room()
+            elif kind is StreamWhole:
+                await whole_stream(conn, event.opcode, event.data)
             elif kind is StreamStart:
                 await start_stream(conn, event.opcode)
             elif kind is StreamEnd:
@@ -238,6 +248,23 @@ async def run_in_parallel(conn: Conn, item: Message | MessageStream) -> None:
 
 
 # -- streamed messages (on_stream) -------------------------------------------------
+
+
+async def whole_stream(conn: Conn, opcode: Opcode, data: bytes) -> None:
+    """A message that arrived whole, for ``on_stream``: a finished stream, its handler
+    run as ``on_message`` would be (in this task, or a parallel one). Its iteration
+    never waits for the reader, so no task of its own is needed: a task per message
+    cost 2.2x the CPU of ``on_message`` for small messages."""
+    stream = MessageStream._whole(opcode, data)
+    if conn._parallel is not None:
+        assert conn._nursery is not None
+        await conn._parallel.start(stream, conn._nursery)
+        return
+    try:
+        await callback(conn, conn._handler.on_stream, conn, stream)
+    finally:
+        stream._abandon()
+        stream.done.set()
 
 
 async def start_stream(conn: Conn, opcode: Opcode) -> None:

@@ -95,6 +95,20 @@ class CloseReceived:
         self.reason = reason
 
 
+class StreamWhole:
+    """A data message that arrived whole, in one read (streaming mode): its handler
+    gets a finished stream without a task of its own."""
+
+    __slots__ = ("opcode", "data")
+
+    def __init__(self, opcode: Opcode, data: bytes) -> None:
+        self.opcode = opcode
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"StreamWhole({self.opcode.name}, {len(self.data)} bytes)"
+
+
 class StreamStart:
     """A data message begins (streaming mode: ``EventHandler.on_stream``)."""
 

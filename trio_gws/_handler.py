@@ -34,8 +34,10 @@ class EventHandler:
         Override it to receive large messages without holding them whole: a handler
         that overrides it gets every data message here, and ``on_message`` is not
         called. It runs in a task of its own while the reader hands it the message's
-        pieces; the next message is read once it returns (with parallel handling,
-        once the limit allows). Returning early drops the rest of the message.
+        pieces (a message that arrived whole, one frame in one read, comes finished
+        and runs where ``on_message`` would); the next message is read once it
+        returns (with parallel handling, once the limit allows). Returning early
+        drops the rest of the message.
         """
         await self.on_message(conn, Message(stream.opcode, await stream.read_all()))
 

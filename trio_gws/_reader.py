@@ -17,7 +17,7 @@ short path that creates no state besides the message itself.
 
 Streaming mode (``stream_messages=True``, for handlers with ``on_stream``) yields a
 message as ``StreamStart``, ``StreamData``... ``StreamEnd`` as its bytes arrive
-instead of one ``Message``: the same checks run piece by piece, and a compressed
+instead of one ``Message`` (one ``StreamWhole`` when it is all in one read): the same checks run piece by piece, and a compressed
 message is inflated in pieces of at most ``STREAM_PIECE`` bytes, so memory stays
 bounded however large the message is.
 """
@@ -38,6 +38,7 @@ from ._frames import (
     StreamData,
     StreamEnd,
     StreamStart,
+    StreamWhole,
 )
 from ._lifecycle import parse_close_payload
 from ._mask import apply_mask, new_payload, scan_frames, unmask_into
@@ -47,7 +48,8 @@ from ._utf8 import Utf8Validator, decode_text
 if TYPE_CHECKING:
     from ._extension import MessageDecoder
 
-Event = Union[Message, Ping, Pong, CloseReceived, StreamStart, StreamData, StreamEnd]
+Event = Union[Message, Ping, Pong, CloseReceived, StreamStart, StreamData, StreamEnd,
+              StreamWhole]
 
 #: The most a streamed piece inflates to at once (memory per streaming connection).
 STREAM_PIECE = 256 * 1024
@@ -188,14 +190,15 @@ class FrameReader:
         pos = 0
         end = len(view)
         streaming = self._streaming
-        scan = scan_frames if not streaming else None
+        scan = scan_frames
+        whole = StreamWhole if streaming else Message
         while True:
             if not self._in_frame:
                 if scan is not None and self._msg_opcode is None:
                     # Compiled short path (_speedups): the whole unfragmented frames
                     # here in one pass; it stops at any other frame, handled below.
                     messages, pos = scan(view, pos, self._expect_masked, self._max,
-                                         self._check_text, Message, _TEXT, _BINARY)
+                                         self._check_text, whole, _TEXT, _BINARY)
                     for message in messages:
                         yield message
                 avail = end - pos
@@ -287,13 +290,11 @@ class FrameReader:
                     if opcode == 0x1:
                         text = decode_text(payload) if self._check_text else None
                         if streaming:
-                            yield StreamStart(_TEXT)
-                            yield StreamEnd(payload)
+                            yield StreamWhole(_TEXT, payload)
                         else:
                             yield Message(_TEXT, payload, text)
                     elif streaming:
-                        yield StreamStart(_BINARY)
-                        yield StreamEnd(payload)
+                        yield StreamWhole(_BINARY, payload)
                     else:
                         yield Message(_BINARY, payload)
                     continue

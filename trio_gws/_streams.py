@@ -92,6 +92,16 @@ class MessageStream:
         self._taken: trio.Event | None = None
         self.done = trio.Event()  # on_stream returned
 
+    @classmethod
+    def _whole(cls, opcode: Opcode, data: bytes) -> MessageStream:
+        """A message that arrived whole: every piece queued, the end reached."""
+        stream = cls(opcode)
+        if data:
+            stream._pieces.append(data)
+            stream._queued = len(data)
+        stream._ended = True
+        return stream
+
     @property
     def is_text(self) -> bool:
         return self.opcode is Opcode.TEXT
