@@ -32,29 +32,19 @@ from typing import Any
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 # benchmarks/ is sys.path[0] (harness.py runs this file as a script)
-from servers._common import raise_fd_limit
+from servers._common import proc_cpu_seconds, raise_fd_limit
 
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is in the bench extra
     uvloop = None
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEFLATE_TAIL = b"\x00\x00\xff\xff"
 CONNECT_CONCURRENCY = 64
 
 
 # --------------------------------------------------------------------------- helpers
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2:].split()
-    # after "pid (comm) ": state=0, ..., utime=11, stime=12
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
 
 def proc_runqueue_wait_seconds(pid: int) -> float:
     """Time the process's threads spent runnable but waiting for a CPU (schedstat)."""

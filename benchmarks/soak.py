@@ -51,6 +51,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import trio_gws as gws  # noqa: E402
+from servers._common import proc_cpu_seconds  # noqa: E402
 
 SERVER = HERE / "servers" / "soak_server.py"
 MiB = 1024 * 1024
@@ -94,12 +95,6 @@ def rss(pid: int) -> int:
 
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def http_get(port: int, target: str) -> bytes:
@@ -286,7 +281,7 @@ async def run(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
         next_stats = 0.0
         snapshot_taken = False
         while (elapsed := trio.current_time() - began) < duration:
-            sample = Sample(elapsed, rss(pid), fds(pid), cpu_seconds(pid))
+            sample = Sample(elapsed, rss(pid), fds(pid), proc_cpu_seconds(pid))
             if elapsed >= next_stats:
                 stats = json.loads(await http_get(port, "/stats"))
                 stats["t"] = elapsed

@@ -41,6 +41,7 @@ from typing import Any
 import trio
 
 import trio_gws as gws
+from servers._common import proc_cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 BLOCK = os.urandom(1 << 20)
@@ -171,22 +172,16 @@ def measure(mode: str, compress: bool, mib: int, pin: bool) -> dict[str, Any]:
         client = [*(["taskset", "-c", "1"] if pin else []), sys.executable, __file__,
                   "--send", str(port), "--mode", mode, "--mib", str(mib),
                   *(["--compress"] if compress else [])]
-        cpu = cpu_seconds(server.pid)
+        cpu = proc_cpu_seconds(server.pid)
         result = subprocess.run(client, capture_output=True, text=True, timeout=900)
         if result.returncode:
             raise RuntimeError(result.stderr)
         record = dict(json.loads(result.stdout.strip().splitlines()[-1]))
-        record["server_cpu_s"] = cpu_seconds(server.pid) - cpu
+        record["server_cpu_s"] = proc_cpu_seconds(server.pid) - cpu
         return record
     finally:
         server.terminate()
         server.wait(10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux: /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

@@ -1,4 +1,6 @@
-"""Shared plumbing for the echo servers: arguments, fd limit, readiness line.
+"""Shared plumbing for the echo servers: arguments, fd limit, readiness line; and
+a process's CPU time from /proc, which the load generators and the other
+benchmarks read from the servers they measure.
 
 Every server in this folder is started by ``benchmarks/run.py`` as
 ``python servers/NAME.py --port P [--compress]``, binds 127.0.0.1 only, and prints
@@ -25,6 +27,15 @@ def parse_args(description: str) -> argparse.Namespace:
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("benchmark servers bind the loopback interface only")
     return args
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all threads), in seconds (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2:].split()
+    # after "pid (comm) ": state=0, ..., utime=11, stime=12
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit() -> None:
