@@ -238,11 +238,7 @@ def before_handler_blocks(conn: Conn) -> None:
 async def run_in_parallel(conn: Conn, item: Message | MessageStream) -> None:
     """A parallel handler task: ``on_message``, or ``on_stream`` for a stream."""
     if type(item) is MessageStream:
-        try:
-            await callback(conn, conn._handler.on_stream, conn, item)
-        finally:
-            item._abandon()
-            item.done.set()
+        await call_on_stream(conn, item)
     else:
         await callback(conn, conn._handler.on_message, conn, item)
 
@@ -260,11 +256,7 @@ async def whole_stream(conn: Conn, opcode: Opcode, data: bytes) -> None:
         assert conn._nursery is not None
         await conn._parallel.start(stream, conn._nursery)
         return
-    try:
-        await callback(conn, conn._handler.on_stream, conn, stream)
-    finally:
-        stream._abandon()
-        stream.done.set()
+    await call_on_stream(conn, stream)
 
 
 async def start_stream(conn: Conn, opcode: Opcode) -> None:
@@ -279,15 +271,22 @@ async def start_stream(conn: Conn, opcode: Opcode) -> None:
 
 
 async def run_stream(conn: Conn, stream: MessageStream) -> None:
+    """``on_stream`` in a task of its own: its failure fails the connection."""
     try:
-        await callback(conn, conn._handler.on_stream, conn, stream)
+        await call_on_stream(conn, stream)
     except HandlerError as exc:
         conn._fail_soon(exc)
     except ConnectionClosed:
         pass  # the connection is ending; listen() reports why
+
+
+async def call_on_stream(conn: Conn, stream: MessageStream) -> None:
+    """``on_stream`` over ``stream``; once it returned (or raised) the rest of the
+    message is read but not kept, and ``stream.done`` is set."""
+    try:
+        await callback(conn, conn._handler.on_stream, conn, stream)
     finally:
         stream._abandon()
-        stream.done.set()
 
 
 async def end_stream(conn: Conn, last: bytes) -> None:

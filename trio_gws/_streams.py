@@ -75,8 +75,8 @@ class MessageStream:
     not kept.
     """
 
-    __slots__ = ("opcode", "_pieces", "_queued", "_ended", "_abandoned", "_failure",
-                 "_arrived", "_taken", "done")
+    __slots__ = ("opcode", "_pieces", "_queued", "_ended", "_failure", "_arrived",
+                 "_taken", "done")
 
     def __init__(self, opcode: Opcode) -> None:
         self.opcode = opcode
@@ -86,11 +86,10 @@ class MessageStream:
         self._pieces: deque[bytes] = deque()
         self._queued = 0
         self._ended = False  # the reader handed over the last piece, or failed
-        self._abandoned = False  # on_stream returned
         self._failure: ConnectionClosed | None = None
         self._arrived: trio.Event | None = None
         self._taken: trio.Event | None = None
-        self.done = trio.Event()  # on_stream returned
+        self.done = trio.Event()  # on_stream returned: the rest is not kept
 
     @classmethod
     def _whole(cls, opcode: Opcode, data: bytes) -> MessageStream:
@@ -117,7 +116,7 @@ class MessageStream:
         # still gets Cancelled): the pieces of one wakeup go in one go.
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._pieces:
-            if self._abandoned:
+            if self.done.is_set():
                 raise RuntimeError("this stream was abandoned: on_stream returned")
             if self._ended:
                 if self._failure is not None:
@@ -147,8 +146,8 @@ class MessageStream:
         room (``_room``). The consumer is woken once WAKE_AT bytes wait, or by
         ``_hand_over`` when the reader is about to wait for the network: not for
         every piece."""
-        if self._abandoned:
-            return False  # the rest of the message is read but not kept
+        if self.done.is_set():
+            return False  # abandoned: the rest of the message is read but not kept
         self._pieces.append(data)
         self._queued += len(data)
         if self._queued >= WAKE_AT:
@@ -156,7 +155,7 @@ class MessageStream:
         return self._queued > STREAM_QUEUE
 
     async def _room(self) -> None:
-        while self._queued > STREAM_QUEUE and not self._abandoned:
+        while self._queued > STREAM_QUEUE and not self.done.is_set():
             self._taken = trio.Event()
             await self._taken.wait()
 
@@ -177,7 +176,8 @@ class MessageStream:
         self._finish()
 
     def _abandon(self) -> None:
-        self._abandoned = True
+        """on_stream returned: drop what is queued, release a waiting reader."""
+        self.done.set()
         self._pieces.clear()
         self._queued = 0
         self._wake_reader()
