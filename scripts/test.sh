@@ -54,7 +54,7 @@ export TRIO_GWS_REQUIRE_SPEEDUPS=${TRIO_GWS_REQUIRE_SPEEDUPS:-1}
 echo "== pytest with the pure-Python masking forced (the fallback's own pass)"
 TRIO_GWS_NO_SPEEDUPS=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_mask.py \
     tests/test_frames.py tests/test_reader.py tests/test_properties.py tests/test_conn.py \
-    tests/test_scan.py tests/test_wakeups.py \
+    tests/test_scan.py tests/test_wakeups.py tests/test_streaming.py \
     2>&1 | tail -n 3
 fallback_status=${PIPESTATUS[0]}
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_gws as gws
 from helpers import (
@@ -30,8 +32,10 @@ from helpers import (
 )
 from trio_gws import Config, Conn, Message, MessageStream, Opcode
 from trio_gws._deflate import DeflateParams
+from trio_gws._dispatch import fail_stream
 from trio_gws._frames import StreamData, StreamEnd, StreamStart, StreamWhole
-from trio_gws._reader import STREAM_PIECE, FrameReader
+from trio_gws._mask import new_payload
+from trio_gws._reader import STREAM_GATHER, STREAM_PIECE, FrameReader
 from trio_gws._streams import STREAM_QUEUE, WAKE_AT
 
 from helpers import build_frame
@@ -420,6 +424,99 @@ def test_streaming_mode_checks_utf8_as_it_goes() -> None:
         for event in reader.receive(wire):
             seen += isinstance(event, StreamData)
     assert seen == 99  # every good fragment was handed over before the bad one
+
+
+def feed(reader: FrameReader, data: bytes) -> list[bytes]:
+    """The bytes of the streamed message's events one read makes."""
+    return [event.data for event in reader.receive(data)
+            if isinstance(event, (StreamData, StreamEnd, StreamWhole))]
+
+
+TEXTISH = "aé€😀".encode()  # characters of 1 to 4 bytes: cuts land inside them
+
+
+@settings(max_examples=80, deadline=None)
+@given(sizes=st.lists(st.integers(0, 3 * STREAM_PIECE // 2), min_size=1, max_size=3),
+       cuts=st.lists(st.integers(1, 1 << 20), max_size=10),
+       takes=st.lists(st.booleans(), min_size=10, max_size=10),
+       text=st.booleans(), key=st.binary(min_size=4, max_size=4))
+def test_streamed_bytes_come_out_whole_however_reads_and_hand_overs_fall(
+        sizes: list[int], cuts: list[int], takes: list[bool], text: bool,
+        key: bytes) -> None:
+    # Pieces are gathered across reads and taken early at hand-overs (any frame
+    # offset, so the mask key is turned mid-frame): the message must come out intact.
+    total = sum(sizes)
+    payload = (TEXTISH * (total // len(TEXTISH) + 1))[:total] if text else os.urandom(total)
+    if text:
+        payload = payload[:len(payload.decode("utf-8", "ignore").encode())]
+        sizes[-1] -= total - len(payload)
+        sizes[-1] = max(sizes[-1], 0)
+        payload = payload[:sum(sizes)]
+    wire, at = b"", 0
+    for i, size in enumerate(sizes):
+        wire += build_frame(CONT if i else (TEXT if text else BINARY),
+                            payload[at:at + size], fin=i == len(sizes) - 1, key=key)
+        at += size
+    reader = FrameReader(expect_masked=True, stream_messages=True,
+                         max_content_length=1 << 22)
+    points = sorted({cut % len(wire) for cut in cuts} | {0, len(wire)})
+    out: list[bytes] = []
+    for (start, stop), take in zip(zip(points, points[1:]), takes):
+        out += feed(reader, wire[start:stop])
+        if take:
+            out.append(reader.take_piece())
+    if len(points) - 1 > len(takes):
+        out += feed(reader, wire[points[len(takes)]:])
+    assert b"".join(out) == payload
+    # compiled: gathered pieces; pure Python: a piece per read at most
+    bound = STREAM_GATHER if new_payload is not None else max(
+        stop - start for start, stop in zip(points, points[1:]))
+    assert max(map(len, out), default=0) <= bound
+    assert reader.take_piece() == b""  # nothing left behind
+
+
+def test_streamed_bytes_are_gathered_into_full_pieces_across_reads() -> None:
+    payload = os.urandom(2 * STREAM_PIECE + 1000)
+    wire = build_frame(BINARY, payload, fin=False) + build_frame(CONT, b"")
+    reader = FrameReader(expect_masked=True, stream_messages=True,
+                         max_content_length=1 << 22)
+    out: list[bytes] = []
+    for at in range(0, len(wire), 1000):  # reads of 1000 bytes
+        out += feed(reader, wire[at:at + 1000])
+    assert b"".join(out) == payload
+    if new_payload is not None:  # compiled: unmasked into pieces as they come
+        assert [len(piece) for piece in out] == [STREAM_GATHER] * 4 + [1000, 0]
+    else:  # pure Python: a piece per read
+        assert max(map(len, out)) <= 1000
+
+
+def test_invalid_utf8_in_a_large_frame_fails_at_the_read_that_carries_it() -> None:
+    good = "é".encode() * 50_000
+    wire = build_frame(TEXT, good + b"\xff" + good)
+    bad_at = len(wire) - len(good) - 1
+    reader = FrameReader(expect_masked=True, stream_messages=True,
+                         max_content_length=1 << 22)
+    out = feed(reader, wire[:bad_at])  # good so far: no error, nothing lost
+    out.append(reader.take_piece())
+    assert b"".join(out) == good
+    with pytest.raises(gws.InvalidTextError):
+        feed(reader, wire[bad_at:bad_at + 1])  # not at the end of a piece or frame
+
+
+async def test_a_failure_hands_over_the_piece_in_progress_first() -> None:
+    # The reader may fail (a read that finds EOF, a bad byte) while bytes it unmasked
+    # wait in the piece in progress: the handler reads them before the error.
+    conn, _, _ = make_conn(Streamer())
+    part = os.urandom(5000)
+    wire = build_frame(BINARY, part + b"never sent")
+    stream = conn._stream_in = MessageStream(Opcode.BINARY)
+    for data in feed(conn._reader, wire[:len(wire) - len(b"never sent")]):
+        await stream._put(data)  # pure Python: the piece per read is handed at once
+    conn._lifecycle.fail(gws.ConnectionClosedError("gone", 1006))
+    fail_stream(conn)
+    assert b"".join([piece for piece in stream._pieces]) == part
+    with pytest.raises(gws.ConnectionClosedError):
+        await stream.read_all()
 
 
 # -- receiving: on_stream -----------------------------------------------------------

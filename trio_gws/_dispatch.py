@@ -76,7 +76,7 @@ async def read_phase(conn: Conn) -> Outcome:
                         return close
                 if conn._stream_in is not None and (drained or raw is None or
                                                     conn._read_deadline != math.inf):
-                    conn._stream_in._hand_over()  # the read below may wait
+                    hand_over(conn)  # the read below may wait
                 if conn._read_deadline != math.inf:
                     data = await receive_with_deadline(conn, size)
                 elif raw is not None:
@@ -177,8 +177,7 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
     finally:
         writer.cork_task = None
     if writer.has_unsent:
-        if conn._stream_in is not None:
-            conn._stream_in._hand_over()  # the flush may wait for the peer
+        hand_over(conn)  # the flush may wait for the peer
         await writer.flush()
     return None
 
@@ -231,8 +230,7 @@ def before_handler_blocks(conn: Conn) -> None:
     """A handler in the reader's task is about to block: what it corked goes out, and
     what a streamed message queued goes to its handler (nothing waits on the wait)."""
     conn._writer.flush_soon()
-    if conn._stream_in is not None:
-        conn._stream_in._hand_over()
+    hand_over(conn)
 
 
 async def run_in_parallel(conn: Conn, item: Message | MessageStream) -> None:
@@ -244,6 +242,18 @@ async def run_in_parallel(conn: Conn, item: Message | MessageStream) -> None:
 
 
 # -- streamed messages (on_stream) -------------------------------------------------
+
+
+def hand_over(conn: Conn) -> None:
+    """The reader is about to wait: what arrived of a streamed message goes to its
+    handler now, the piece being filled included (it may pass STREAM_QUEUE by that
+    piece: the next full piece waits for room)."""
+    stream = conn._stream_in
+    if stream is not None:
+        piece = conn._reader.take_piece()
+        if piece:
+            stream._push(piece)
+        stream._hand_over()
 
 
 async def whole_stream(conn: Conn, opcode: Opcode, data: bytes) -> None:
@@ -308,6 +318,9 @@ def fail_stream(conn: Conn) -> None:
     stream = conn._stream_in
     if stream is None:
         return
+    piece = conn._reader.take_piece()  # what arrived is read before the error
+    if piece:
+        stream._push(piece)
     failure = conn._lifecycle.failure
     if failure is not None:
         code = failure.close_code
