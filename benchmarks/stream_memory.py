@@ -253,7 +253,7 @@ def main() -> int:
                             for a, b in zip(runs["streamed"], runs["whole"]))
         memory_ok = max(s["server_growth_kib"], s["client_growth_kib"]) < 8 * 1024
         verdicts.append(f"compression {'on' if compress else 'off'}: streamed/whole "
-                        f"throughput {ratio:.2f}x (rounds "
+                        f"throughput {ratio:.3f}x (rounds "
                         f"{', '.join(f'{r:.2f}' for r in ratios)}; "
                         f"{'PASS' if ratio >= 1.0 else 'MISS'}), server CPU "
                         f"streamed/whole {cpu_ratios[len(cpu_ratios) // 2]:.2f}x (rounds "
