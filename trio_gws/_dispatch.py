@@ -150,6 +150,11 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
                     await parallel.start(event, conn._nursery)
                 else:
                     await callback(conn, handler.on_message, conn, event)
+            elif kind is StreamData:
+                stream = conn._stream_in
+                assert stream is not None
+                if stream._push(event.data):  # a coroutine only when it must wait
+                    await stream._room()
             elif kind is Ping:
                 await callback(conn, handler.on_ping, conn, event.payload)
             elif kind is Pong:
@@ -158,11 +163,6 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
                 if conn._pings:
                     answered(conn, event.payload)
                 await callback(conn, handler.on_pong, conn, event.payload)
-            elif kind is StreamData:
-                stream = conn._stream_in
-                assert stream is not None
-                if stream._push(event.data):  # a coroutine only when it must wait
-                    await stream._room()
             elif kind is StreamWhole:
                 await whole_stream(conn, event.opcode, event.data)
             elif kind is StreamStart:

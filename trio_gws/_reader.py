@@ -331,7 +331,11 @@ class FrameReader:
             take = min(self._frame_left, end - pos)
             direct = self._direct
             if take and streaming and not self._msg_encoded and new_payload is not None:
-                pos = yield from self._fill_pieces(view, pos, take)
+                stop = pos + take
+                while pos < stop:
+                    pos, full = self._fill_piece(view, pos, stop - pos)
+                    if full is not None:
+                        yield StreamData(full)
             elif take and direct is not None:
                 assert unmask_into is not None
                 at = self._frame_offset
@@ -363,35 +367,34 @@ class FrameReader:
                 else:
                     yield self._finish_message()
 
-    def _fill_pieces(self, view: bytes | bytearray, pos: int,
-                     take: int) -> Generator[StreamData, None, int]:
-        """Streaming, uncompressed, compiled: unmask ``take`` bytes of the frame into
-        pieces (see STREAM_GATHER), yielding each one that is full; returns the new pos."""
+    def _fill_piece(self, view: bytes | bytearray, pos: int,
+                    take: int) -> tuple[int, bytes | None]:
+        """Streaming, uncompressed, compiled: unmask up to ``take`` bytes of the frame
+        into the piece being filled (see STREAM_GATHER); returns the new pos, and the
+        piece if that filled it. A plain call, not a generator: it runs once per read."""
         assert new_payload is not None and unmask_into is not None
-        while take:
-            piece = self._piece
-            if piece is None:
-                piece = self._piece = new_payload(min(self._frame_left, STREAM_GATHER))
-                self._piece_fill = 0
-                key = self._mask_key
-                turn = self._frame_offset & 3
-                self._piece_key = key[turn:] + key[:turn] if key and turn else key
-            at = self._piece_fill
-            n = min(take, len(piece) - at)
-            unmask_into(piece, at, view, pos, n, self._piece_key)
-            if self._validator is not None:
-                with memoryview(piece) as filled:
-                    self._validator.feed(filled[at:at + n])
-            pos += n
-            take -= n
-            self._piece_fill = at + n
-            self._msg_size += n
-            self._frame_offset += n
-            self._frame_left -= n
-            if at + n == len(piece):  # full (a piece never outlasts its frame)
-                self._piece = None
-                yield StreamData(piece)
-        return pos
+        piece = self._piece
+        if piece is None:
+            piece = self._piece = new_payload(min(self._frame_left, STREAM_GATHER))
+            self._piece_fill = 0
+            key = self._mask_key
+            turn = self._frame_offset & 3
+            self._piece_key = key[turn:] + key[:turn] if key and turn else key
+        at = self._piece_fill
+        size = len(piece)
+        n = min(take, size - at)
+        unmask_into(piece, at, view, pos, n, self._piece_key)
+        if self._validator is not None:
+            with memoryview(piece) as filled:
+                self._validator.feed(filled[at:at + n])
+        self._piece_fill = at + n
+        self._msg_size += n
+        self._frame_offset += n
+        self._frame_left -= n
+        if at + n < size:
+            return pos + n, None
+        self._piece = None  # full (a piece never outlasts its frame)
+        return pos + n, piece
 
     def take_piece(self) -> bytes:
         """Streaming: the bytes unmasked into the piece in progress, taken now (the
