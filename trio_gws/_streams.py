@@ -54,10 +54,10 @@ class StreamAbortedError(WebSocketError):
 #: reading while less is queued, so the handler takes several pieces per wakeup
 #: instead of one hand-over (two scheduler passes) per read. Every queueful costs
 #: each side a task switch that ``on_message`` (run in the reader's task) does not
-#: pay: at 256 KiB the streamed path moved at 0.97x-0.99x the whole-message path, at
-#: 512 KiB at 0.98x-1.02x (about 1.01x, the rounds' spread is wider than that), and
-#: 1 MiB gained nothing more (benchmarks/RESULTS-stream.md). A streaming connection
-#: holds at most this, one piece past it and the piece being filled.
+#: pay. Against the whole-message path, 256 KiB moved at 0.985x (median of 42 paired
+#: rounds), 512 KiB at 1.000x (86 rounds; single runs' medians 0.97x-1.02x), 1 MiB
+#: gained nothing more (benchmarks/RESULTS-stream.md). A streaming connection holds
+#: at most this, one piece past it and the piece being filled.
 STREAM_QUEUE = 512 * 1024
 
 #: The consumer is woken once this much is queued, or when the reader is about to
