@@ -52,13 +52,8 @@ class StreamAbortedError(WebSocketError):
 
 #: How many bytes of a streamed message may wait for its handler. The reader goes on
 #: reading while less is queued, so the handler takes several pieces per wakeup
-#: instead of one hand-over (two scheduler passes) per read. Every queueful costs
-#: each side a task switch that ``on_message`` (run in the reader's task) does not
-#: pay. Against the whole-message path, 256 KiB moved at 0.985x (median of 42 paired
-#: rounds), 512 KiB at 1.000x (86 rounds; single runs' medians 0.97x-1.02x), 1 MiB
-#: gained nothing more (benchmarks/RESULTS-stream.md). A streaming connection holds
-#: at most this, one piece past it and the piece being filled.
-STREAM_QUEUE = 512 * 1024
+#: instead of one hand-over (two scheduler passes) per read.
+STREAM_QUEUE = 256 * 1024
 
 #: The consumer is woken once this much is queued, or when the reader is about to
 #: wait for the network (``_hand_over``): not for every piece. While the peer sends
@@ -67,7 +62,7 @@ STREAM_QUEUE = 512 * 1024
 #: STREAM_QUEUE. Waking at half the queue took the whole-message path's speed from
 #: 0.87x to 0.95x; with pieces gathered across reads (``_reader.STREAM_GATHER``),
 #: waking at the full queue moves as fast as 256 KiB pieces woken at half of it,
-#: with a smaller worst case; waking at every 128 KiB piece of a 256 KiB queue: 0.93x.
+#: with a smaller worst case (benchmarks/stream_memory.py).
 WAKE_AT = STREAM_QUEUE
 
 
