@@ -47,12 +47,17 @@ def apply_mask_python(data: Buffer, key: bytes, offset: int = 0) -> bytes:
     size = len(data)
     if size == 0:
         return b""
-    shift = offset & 3
-    if shift:
-        key = key[shift:] + key[:shift]
+    key = key_at(key, offset)
     repeated = key * ((size >> 2) + 1)
     mask_int = int.from_bytes(repeated[:size], "little")
     return (int.from_bytes(data, "little") ^ mask_int).to_bytes(size, "little")
+
+
+def key_at(key: bytes, offset: int) -> bytes:
+    """The mask key as it applies from ``offset`` bytes into a payload (byte i of a
+    payload is masked with ``key[i % 4]``, RFC 6455 section 5.3)."""
+    shift = offset & 3
+    return key[shift:] + key[:shift] if shift else key
 
 
 def _speedups_disabled() -> bool:

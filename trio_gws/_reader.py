@@ -42,7 +42,7 @@ from ._frames import (
     StreamWhole,
 )
 from ._lifecycle import parse_close_payload
-from ._mask import apply_mask, new_payload, scan_frames, unmask_into
+from ._mask import apply_mask, key_at, new_payload, scan_frames, unmask_into
 from ._types import Message, Opcode
 from ._utf8 import Utf8Validator, decode_text
 
@@ -378,8 +378,7 @@ class FrameReader:
             piece = self._piece = new_payload(min(self._frame_left, STREAM_GATHER))
             self._piece_fill = 0
             key = self._mask_key
-            turn = self._frame_offset & 3
-            self._piece_key = key[turn:] + key[:turn] if key and turn else key
+            self._piece_key = key_at(key, self._frame_offset) if key else key
         at = self._piece_fill
         size = len(piece)
         n = min(take, size - at)
