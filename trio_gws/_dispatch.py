@@ -14,7 +14,7 @@ readable; they use its private state, which nothing else touches.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Union
 
@@ -39,6 +39,7 @@ from ._frames import (
     StreamWhole,
 )
 from ._keepalive import answered
+from ._loan import lend_reads, lendable
 from ._stepping import resume_corked
 from ._streams import MessageStream
 from ._transport import translate_socket_error
@@ -74,9 +75,19 @@ async def read_phase(conn: Conn) -> Outcome:
                     close = await handle_read(conn, data)
                     if close is not None:
                         return close
-                if conn._stream_in is not None and (drained or raw is None or
-                                                    conn._read_deadline != math.inf):
-                    hand_over(conn)  # the read below may wait
+                stream = conn._stream_in
+                if stream is not None:
+                    if lendable(conn, stream):
+                        # Its handler waits for the next piece: its task reads.
+                        events, drained = await lend_reads(conn, stream, drained)
+                        data = None
+                        if events is not None:
+                            close = await handle_read(conn, b"", events)
+                            if close is not None:
+                                return close
+                        continue
+                    if drained or raw is None or conn._read_deadline != math.inf:
+                        hand_over(conn)  # the read below may wait
                 if conn._read_deadline != math.inf:
                     data = await receive_with_deadline(conn, size)
                 elif raw is not None:
@@ -127,8 +138,10 @@ async def read_phase(conn: Conn) -> Outcome:
     return lifecycle.failure
 
 
-async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | None:
-    """Hand the events of one read to the handler, in order; the close, if any.
+async def handle_read(conn: Conn, data: bytes | bytearray,
+                      events: Iterator[Any] | None = None) -> CloseReceived | None:
+    """Hand the events of one read to the handler, in order; the close, if any
+    (``events``: the rest of a read a streamed message's handler made, ``_loan``).
 
     Sequential handlers run in this task: what they write is corked and leaves in
     one piece before the next read (see FrameWriter).
@@ -140,7 +153,7 @@ async def handle_read(conn: Conn, data: bytes | bytearray) -> CloseReceived | No
     writer.cork_task = None if parallel else conn._reader_task
     try:
         event: Any  # dispatched on its exact type: cheaper than isinstance chains
-        for event in conn._reader.receive(data):
+        for event in conn._reader.receive(data) if events is None else events:
             if trace:
                 conn._log("< %r", event)
             kind = type(event)

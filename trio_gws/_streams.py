@@ -31,6 +31,7 @@ from ._types import CloseCode, Opcode, Payload, as_bytes, data_opcode
 
 if TYPE_CHECKING:
     from ._conn import Conn
+    from ._loan import ReadLoan
 
 class AsyncReadable(Protocol):
     """A file with an async ``read`` (``trio.open_file``, ``trio.wrap_file``)."""
@@ -78,7 +79,7 @@ class MessageStream:
     """
 
     __slots__ = ("opcode", "_pieces", "_queued", "_ended", "_failure", "_arrived",
-                 "_taken", "done")
+                 "_taken", "_loan", "done")
 
     def __init__(self, opcode: Opcode) -> None:
         self.opcode = opcode
@@ -91,6 +92,8 @@ class MessageStream:
         self._failure: ConnectionClosed | None = None
         self._arrived: trio.Event | None = None
         self._taken: trio.Event | None = None
+        # the reads, while the reader lends them to this stream's handler (_loan)
+        self._loan: ReadLoan | None = None
         self.done = trio.Event()  # on_stream returned: the rest is not kept
 
     @classmethod
@@ -124,6 +127,10 @@ class MessageStream:
                 if self._failure is not None:
                     raise self._failure from self._failure.__cause__
                 raise StopAsyncIteration
+            loan = self._loan
+            if loan is not None:
+                await loan.pull()
+                continue
             if self._arrived is None:
                 self._arrived = trio.Event()
             await self._arrived.wait()
@@ -182,6 +189,8 @@ class MessageStream:
         self.done.set()
         self._pieces.clear()
         self._queued = 0
+        if self._loan is not None:
+            self._loan.give_back()
         self._wake_reader()
         self._wake_consumer()
 

@@ -1,0 +1,187 @@
+"""Lending the reads to ``on_stream``: a streamed message read in its handler's task.
+
+A sequential connection reads in one task and runs ``on_message`` in it. An
+``on_stream`` handler runs in a task of its own (it iterates while its message
+arrives), so pieces the reader queued for it cost a wakeup of each task per
+queueful. Instead, when the handler waits for its next piece and the reader is about
+to read, the reader lends it the reads: the handler's task receives and parses, keeps
+the pieces of its message, and gives the reads back at anything else (a control
+frame, the message's end, an error, a read deadline), which the reader then handles
+in its own task, in wire order as before. A lent read costs what the reader's read
+costs, and no wakeup: 1.02x-1.03x the throughput of the whole-message path instead
+of 0.99x (benchmarks/RESULTS-stream.md).
+
+A handler cancelled while it waits in a lent read gives the reads back, so a handler
+that does something else meanwhile (awaits a pong, say) never finds the reader
+stopped. Only plain sockets are lent (the reads are the reader's raw ones), on
+sequential connections with no read deadline. The reader waits for the reads in its
+read scope; if that scope ends (a failure, the close timeout) the loan is revoked and
+a handler waiting on the socket for it is woken before anything else reads the
+socket: it waits on a duplicate of the socket, so ``notify_closing`` wakes only it,
+never a writer waiting on the socket itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+from trio.lowlevel import checkpoint, notify_closing, wait_readable
+
+from ._errors import ConnectionClosedError
+from ._frames import StreamData
+from ._transport import translate_socket_error
+
+if TYPE_CHECKING:
+    from ._conn import Conn
+    from ._streams import MessageStream
+
+
+class ReadLoan:
+    """The reads of one connection, lent to the handler of its streamed message
+    until it gives them back (``give_back``) or the reader revokes them."""
+
+    __slots__ = ("_conn", "_stream", "drained", "_back", "events", "error", "_revoked",
+                 "_waiter")
+
+    def __init__(self, conn: Conn, stream: MessageStream, drained: bool) -> None:
+        self._conn = conn
+        self._stream = stream
+        #: The last read emptied the socket: the next one waits for it first.
+        self.drained = drained
+        self._back = trio.Event()
+        #: What the reader handles first once the reads are back: the rest of a
+        #: read's events, or an error to raise.
+        self.events: Iterator[Any] | None = None
+        self.error: BaseException | None = None
+        self._revoked = False
+        # the duplicate of the socket the handler waits on, while it waits
+        self._waiter: socket.socket | None = None
+
+    async def pull(self) -> None:
+        """One read for the stream, in its handler's task: the pieces of its message
+        are queued on it; anything else gives the reads back. A cancellation loses
+        nothing (a read is done whole or not at all) and gives the reads back."""
+        conn = self._conn
+        stream = self._stream
+        reader = conn._reader
+        raw = conn._transport.raw
+        if conn._read_deadline != math.inf:
+            self.give_back()  # the reader's reads keep a deadline, the lent ones don't
+            return
+        if self.drained:
+            piece = reader.take_piece()
+            if piece:  # what arrived does not wait for more
+                stream._pieces.append(piece)
+                stream._queued += len(piece)
+                return
+            if not await self._wait_readable(raw):
+                return
+        else:
+            try:
+                await checkpoint()
+            except BaseException:
+                self.give_back()
+                raise
+            if self._revoked:
+                return
+        size = conn._config.read_buffer_size
+        try:
+            data = raw.recv(size)
+        except BlockingIOError:
+            self.drained = True
+            return
+        except OSError as exc:
+            self.give_back(error=translate_socket_error(exc))
+            return
+        except ValueError:  # its descriptor is -1: closed under us
+            self.give_back(error=trio.ClosedResourceError("this socket was closed"))
+            return
+        if not data:
+            self.give_back(error=ConnectionClosedError(
+                "the peer closed the stream without a close frame"))
+            return
+        self.drained = len(data) < size
+        events = reader.receive(data)
+        pieces = stream._pieces
+        try:
+            for event in events:
+                if type(event) is not StreamData:
+                    self.give_back(itertools.chain((event,), events))
+                    return
+                if conn._trace:
+                    conn._log("< %r", event)
+                pieces.append(event.data)
+                stream._queued += len(event.data)
+        except Exception as exc:  # noqa: BLE001 - raised again in the reader's task
+            self.give_back(error=exc)
+
+    async def _wait_readable(self, raw: socket.socket) -> bool:
+        """Wait until the socket has data; False if the reads went back meanwhile."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = raw.dup()  # one per loan, closed when it ends
+        try:
+            await wait_readable(waiter)
+        except trio.ClosedResourceError as exc:
+            if not self._revoked:
+                self.give_back(error=exc)
+            return False
+        except BaseException:
+            self.give_back()  # the handler is cancelled: the reader reads meanwhile
+            raise
+        return not self._revoked
+
+    def give_back(self, events: Iterator[Any] | None = None,
+                  error: BaseException | None = None) -> None:
+        """The reads go back to the reader, with what it must handle first."""
+        if self._back.is_set():
+            return
+        self._end()
+        self.events = events
+        self.error = error
+        self._back.set()
+
+    def revoke(self) -> None:
+        """The reader stopped waiting for the reads (its read scope ended): from now
+        on the handler does not touch the socket."""
+        self._revoked = True
+        self._end()
+
+    def _end(self) -> None:
+        if self._stream._loan is self:
+            self._stream._loan = None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            notify_closing(waiter)  # wakes the handler's wait, and nobody else's
+            waiter.close()
+
+
+def lendable(conn: Conn, stream: MessageStream) -> bool:
+    """The handler waits for its next piece, on a sequential connection over a plain
+    socket with no read deadline: its task can do the reads."""
+    return (stream._arrived is not None and conn._parallel is None
+            and conn._transport.raw is not None and conn._read_deadline == math.inf)
+
+
+async def lend_reads(conn: Conn, stream: MessageStream,
+                     drained: bool) -> tuple[Iterator[Any] | None, bool]:
+    """Lend the reads until the handler gives them back; returns what it left for
+    the reader to handle and whether the socket was emptied. An error it met is
+    raised here, in the reader's task."""
+    loan = ReadLoan(conn, stream, drained)
+    stream._loan = loan
+    stream._wake_consumer()
+    try:
+        await loan._back.wait()
+    except BaseException:
+        loan.revoke()
+        raise
+    if loan.error is not None:
+        raise loan.error
+    return loan.events, loan.drained
