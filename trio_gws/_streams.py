@@ -8,6 +8,9 @@ a consumer that does not keep up stops the reader, and the peer with it. The
 consumer is woken when WAKE_AT bytes wait or when the reader is about to wait for the
 network, so what arrived never waits for more, and a fast peer's pieces move several
 at a time.
+When the handler waits for its next piece as the reader comes to read a plain
+socket, the reader lends it the reads instead (``_loan``): the handler's task reads
+its pieces itself, with no queue hand-over and no wakeup.
 
 Sending. ``conn.message_writer(opcode)`` sends one message as a first frame and
 continuation frames, each written as it comes; ``conn.write_file`` feeds one from a
