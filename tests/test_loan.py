@@ -19,6 +19,8 @@ import trio_gws._dispatch as dispatch
 from helpers import BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame, running_server, settle, ws_connect
 from trio_gws import Config, Conn, MessageStream, Opcode
 from trio_gws._loan import ReadLoan
+from trio_gws._reader import STREAM_PIECE
+from trio_gws._streams import STREAM_QUEUE
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -307,3 +309,56 @@ async def test_a_revoked_loan_reads_nothing_more() -> None:
     assert len(ours.recv(100)) == 10 and not stream._pieces
     ours.close()
     theirs.close()
+
+
+class HoldsLittle(gws.EventHandler):
+    """Counts a streamed message's bytes and the most it ever held queued."""
+
+    def __init__(self, consumers: int = 1) -> None:
+        self.consumers = consumers
+        self.size = 0
+        self.most = 0
+        self.lent = 0
+
+    async def on_stream(self, conn: Conn, stream: MessageStream) -> None:
+        async def consume() -> None:
+            async for piece in stream:
+                self.size += len(piece)
+                self.most = max(self.most, stream._queued + len(piece))
+                self.lent += stream._loan is not None
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.consumers):
+                nursery.start_soon(consume)
+        await conn.write_message(Opcode.TEXT, str(self.size))
+
+
+async def test_a_lent_read_that_inflates_far_queues_no_more_than_the_reader_would(
+        loans: list[int]) -> None:
+    # 64 MiB of zeros deflate to a few hundred bytes per 256 KiB fragment: one lent
+    # read holds many fragments. Inflating them all at once would hold megabytes.
+    total = 64 << 20
+    handler = HoldsLittle()
+    config = Config(compress_enabled=True, max_content_length=total)
+    async with running_server(handler, config) as port:
+        async with gws.open_conn(f"ws://127.0.0.1:{port}/", config=config) as client:
+            zeros = bytes(256 * 1024)
+            await client.write_file(Opcode.BINARY, (zeros for _ in range(total // len(zeros))))
+            with trio.fail_after(30):
+                assert (await client.receive()).text == str(total)
+    assert loans and handler.lent
+    assert handler.most <= STREAM_QUEUE + STREAM_PIECE
+
+
+async def test_two_tasks_iterating_one_stream_share_the_lent_reads(
+        loans: list[int]) -> None:
+    handler = HoldsLittle(consumers=2)
+    data = os.urandom(4 << 20)
+    async with running_server(handler, Config(max_content_length=len(data))) as port:
+        async with gws.open_conn(f"ws://127.0.0.1:{port}/") as client:
+            view = memoryview(data)
+            await client.write_file(Opcode.BINARY, (view[i:i + 300_000]
+                                                    for i in range(0, len(data), 300_000)))
+            with trio.fail_after(30):
+                assert (await client.receive()).text == str(len(data))
+    assert loans and handler.lent

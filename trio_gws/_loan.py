@@ -34,6 +34,7 @@ from trio.lowlevel import checkpoint, notify_closing, wait_readable
 
 from ._errors import ConnectionClosedError
 from ._frames import StreamData
+from ._streams import STREAM_QUEUE
 from ._transport import translate_socket_error
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class ReadLoan:
     until it gives them back (``give_back``) or the reader revokes them."""
 
     __slots__ = ("_conn", "_stream", "drained", "_back", "events", "error", "_revoked",
-                 "_waiter")
+                 "_waiter", "_rest", "pulling")
 
     def __init__(self, conn: Conn, stream: MessageStream, drained: bool) -> None:
         self._conn = conn
@@ -59,13 +60,32 @@ class ReadLoan:
         self.events: Iterator[Any] | None = None
         self.error: BaseException | None = None
         self._revoked = False
-        # the duplicate of the socket the handler waits on, while it waits
+        # the duplicate of the socket the handler waits on, while the reads are lent
         self._waiter: socket.socket | None = None
+        # the rest of a read's events, left when the queue was full (a compressed
+        # read may inflate to far more than the queue holds)
+        self._rest: Iterator[Any] | None = None
+        #: A task is in ``pull``: another one iterating the same stream waits for it.
+        self.pulling = False
 
     async def pull(self) -> None:
         """One read for the stream, in its handler's task: the pieces of its message
-        are queued on it; anything else gives the reads back. A cancellation loses
-        nothing (a read is done whole or not at all) and gives the reads back."""
+        are queued on it, at most STREAM_QUEUE bytes (and a piece) of them; anything
+        else gives the reads back. A cancellation loses nothing (a read is done whole
+        or not at all) and gives the reads back."""
+        self.pulling = True
+        try:
+            if self._rest is not None:
+                self._queue(self._rest)
+            else:
+                await self._read()
+        finally:
+            self.pulling = False
+        stream = self._stream
+        if stream._arrived is not None and stream._pieces:
+            stream._wake_consumer()  # another task iterating the same stream
+
+    async def _read(self) -> None:
         conn = self._conn
         stream = self._stream
         reader = conn._reader
@@ -106,8 +126,15 @@ class ReadLoan:
                 "the peer closed the stream without a close frame"))
             return
         self.drained = len(data) < size
-        events = reader.receive(data)
+        self._queue(reader.receive(data))
+
+    def _queue(self, events: Iterator[Any]) -> None:
+        """Queue the stream's pieces among ``events``; stop at a full queue (the rest
+        waits on the loan) or at any other event (it goes back with the reads)."""
+        conn = self._conn
+        stream = self._stream
         pieces = stream._pieces
+        self._rest = None
         try:
             for event in events:
                 if type(event) is not StreamData:
@@ -117,6 +144,9 @@ class ReadLoan:
                     conn._log("< %r", event)
                 pieces.append(event.data)
                 stream._queued += len(event.data)
+                if stream._queued > STREAM_QUEUE:
+                    self._rest = events
+                    return
         except Exception as exc:  # noqa: BLE001 - raised again in the reader's task
             self.give_back(error=exc)
 
@@ -138,11 +168,13 @@ class ReadLoan:
 
     def give_back(self, events: Iterator[Any] | None = None,
                   error: BaseException | None = None) -> None:
-        """The reads go back to the reader, with what it must handle first."""
+        """The reads go back to the reader, with what it must handle first (by
+        default what is left of the last read)."""
         if self._back.is_set():
             return
         self._end()
-        self.events = events
+        self.events = events if events is not None else self._rest
+        self._rest = None
         self.error = error
         self._back.set()
 

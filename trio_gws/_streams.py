@@ -131,7 +131,7 @@ class MessageStream:
                     raise self._failure from self._failure.__cause__
                 raise StopAsyncIteration
             loan = self._loan
-            if loan is not None:
+            if loan is not None and not loan.pulling:
                 await loan.pull()
                 continue
             if self._arrived is None:
