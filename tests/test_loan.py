@@ -293,9 +293,11 @@ async def test_revoking_wakes_the_handlers_wait_and_no_writers() -> None:
     theirs.close()
 
 
-async def test_a_revoked_loan_reads_nothing_more() -> None:
-    # Revoked while the handler's read yields to the scheduler: it must not read the
-    # socket after that (the reader's closing phase reads it next).
+@pytest.mark.parametrize("how", ["revoke", "give_back"])
+async def test_an_ended_loan_reads_nothing_more(how: str) -> None:
+    # Revoked (or given back from another task, as recall_reads does) while the
+    # handler's read yields to the scheduler: it must not read the socket after that
+    # (the reader, or its closing phase, reads it next).
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.send(build_frame(CONT, b"more", fin=False))
@@ -305,7 +307,7 @@ async def test_a_revoked_loan_reads_nothing_more() -> None:
     loan = stream._loan = ReadLoan(conn, stream, drained=False)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(loan.pull)
-        loan.revoke()  # before the pull's checkpoint returns
+        getattr(loan, how)()  # before the pull's checkpoint returns
     assert len(ours.recv(100)) == 10 and not stream._pieces
     ours.close()
     theirs.close()
@@ -362,3 +364,27 @@ async def test_two_tasks_iterating_one_stream_share_the_lent_reads(
             with trio.fail_after(30):
                 assert (await client.receive()).text == str(len(data))
     assert loans and handler.lent
+
+
+async def test_a_cancelled_aclose_ends_a_connection_whose_reads_are_lent(
+        loans: list[int]) -> None:
+    # aclose() cancelled while it waits for the peer's close frame closes the socket:
+    # the reader, its reads lent to a handler that waits on a duplicate of the socket,
+    # must notice as it would in its own wait (and the duplicate must not keep the
+    # connection open).
+    handler = Hasher()
+    async with running_server(handler) as port:
+        peer, _ = await ws_connect(port)
+        await lend(peer, loans)
+        assert await settle(lambda: handler.lent() is not None
+                            and handler.lent()._waiter is not None)  # type: ignore[union-attr]
+        conn = handler.conn
+        assert conn is not None
+        with trio.move_on_after(0.2):
+            await conn.aclose()  # the peer never answers
+        with trio.fail_after(5):
+            assert await settle(lambda: bool(handler.endings))
+            assert (await peer.recv_frame()).opcode == CLOSE
+            await peer.expect_eof()
+        await peer.aclose()
+    assert len(handler.errors) == 1

@@ -56,6 +56,7 @@ from ._handler import EventHandler
 from ._inbox import Inbox
 from ._keepalive import Ping, forget_ping, keepalive, new_ping
 from ._lifecycle import Lifecycle, State
+from ._loan import recall_reads
 from ._parallel import ParallelHandlers
 from ._reader import FrameReader
 from ._streams import MessageStream, MessageWriter, Source, chunks_of
@@ -362,6 +363,7 @@ class Conn(trio.abc.AsyncResource):
         try:
             await self._ended.wait()
         except BaseException:
+            recall_reads(self)  # a handler waiting on the socket for the reader
             await trio.aclose_forcefully(self._transport.stream)  # the reader notices
             raise
 

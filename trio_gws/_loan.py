@@ -46,7 +46,7 @@ class ReadLoan:
     """The reads of one connection, lent to the handler of its streamed message
     until it gives them back (``give_back``) or the reader revokes them."""
 
-    __slots__ = ("_conn", "_stream", "drained", "_back", "events", "error", "_revoked",
+    __slots__ = ("_conn", "_stream", "drained", "_back", "events", "error", "_over",
                  "_waiter", "_rest", "pulling")
 
     def __init__(self, conn: Conn, stream: MessageStream, drained: bool) -> None:
@@ -59,7 +59,8 @@ class ReadLoan:
         #: read's events, or an error to raise.
         self.events: Iterator[Any] | None = None
         self.error: BaseException | None = None
-        self._revoked = False
+        # given back or revoked: a pull still under way must not touch the socket
+        self._over = False
         # the duplicate of the socket the handler waits on, while the reads are lent
         self._waiter: socket.socket | None = None
         # the rest of a read's events, left when the queue was full (a compressed
@@ -107,7 +108,7 @@ class ReadLoan:
             except BaseException:
                 self.give_back()
                 raise
-            if self._revoked:
+            if self._over:
                 return
         size = conn._config.read_buffer_size
         try:
@@ -158,33 +159,32 @@ class ReadLoan:
         try:
             await wait_readable(waiter)
         except trio.ClosedResourceError as exc:
-            if not self._revoked:
-                self.give_back(error=exc)
+            self.give_back(error=exc)  # unless the loan ended, which woke us
             return False
         except BaseException:
             self.give_back()  # the handler is cancelled: the reader reads meanwhile
             raise
-        return not self._revoked
+        return not self._over
 
     def give_back(self, events: Iterator[Any] | None = None,
                   error: BaseException | None = None) -> None:
         """The reads go back to the reader, with what it must handle first (by
         default what is left of the last read)."""
-        if self._back.is_set():
+        if self._over:
             return
-        self._end()
         self.events = events if events is not None else self._rest
         self._rest = None
         self.error = error
+        self._end()
         self._back.set()
 
     def revoke(self) -> None:
         """The reader stopped waiting for the reads (its read scope ended): from now
         on the handler does not touch the socket."""
-        self._revoked = True
         self._end()
 
     def _end(self) -> None:
+        self._over = True
         if self._stream._loan is self:
             self._stream._loan = None
         waiter = self._waiter
@@ -192,6 +192,15 @@ class ReadLoan:
             self._waiter = None
             notify_closing(waiter)  # wakes the handler's wait, and nobody else's
             waiter.close()
+
+
+def recall_reads(conn: Conn) -> None:
+    """The socket is about to be closed under the reader: reads lent to a handler
+    come back with the error the reader's own wait would have got. (The handler
+    waits on a duplicate of the socket, which closing the socket leaves open.)"""
+    stream = conn._stream_in
+    if stream is not None and stream._loan is not None:
+        stream._loan.give_back(error=trio.ClosedResourceError("this socket was closed"))
 
 
 def lendable(conn: Conn, stream: MessageStream) -> bool:
