@@ -388,3 +388,66 @@ async def test_a_cancelled_aclose_ends_a_connection_whose_reads_are_lent(
             await peer.expect_eof()
         await peer.aclose()
     assert len(handler.errors) == 1
+
+
+class ClosesMidway(Hasher):
+    """Reads all that was sent (``expect`` bytes), then closes from on_stream."""
+
+    expect: int | None = None
+
+    async def before(self, conn: Conn, stream: MessageStream, digest: Any) -> None:
+        seen = 0
+        while self.expect is None or seen < self.expect:
+            seen += len(await stream.__anext__())
+        await conn.aclose(1000)  # from its own task: waits until the connection ended
+
+
+async def test_a_handler_closing_with_the_reads_lent_lets_the_reader_see_the_answer(
+        loans: list[int]) -> None:
+    # The handler holds the reads (it read everything sent, nothing more comes) and
+    # awaits aclose(): the reader must get the reads back to see the peer's answer,
+    # or the close would end in a timeout.
+    handler = ClosesMidway()
+    async with running_server(handler, Config(close_timeout=1)) as port:
+        peer, _ = await ws_connect(port)
+        sent = await lend(peer, loans)
+        handler.expect = len(sent) + 10
+        await peer.send(CONT, b"y" * 10, fin=False)
+        with trio.fail_after(10):
+            close = await peer.recv_close()
+            assert close.close_code == 1000
+            await peer.send_close(1000)
+            await peer.expect_eof()
+            assert await settle(lambda: bool(handler.endings))
+        await peer.aclose()
+    assert handler.endings == [("close", 1000)]
+
+
+class PingsWithTheReads(ClosesMidway):
+    async def before(self, conn: Conn, stream: MessageStream, digest: Any) -> None:
+        seen = 0
+        while self.expect is None or seen < self.expect:
+            piece = await stream.__anext__()
+            digest.update(piece)
+            seen += len(piece)
+        await conn.ping(b"holding")  # the reader must read the pong
+
+
+async def test_a_handler_pinging_with_the_reads_lent_gets_its_pong(
+        loans: list[int]) -> None:
+    handler = PingsWithTheReads()
+    async with running_server(handler) as port:
+        peer, _ = await ws_connect(port)
+        sent = await lend(peer, loans)
+        handler.expect = len(sent) + 10
+        await peer.send(CONT, b"y" * 10, fin=False)
+        with trio.fail_after(10):
+            assert (await peer.recv_frame()).opcode == PING
+            await peer.send(PONG, b"holding")
+            await peer.send(CONT, b"", fin=True)
+            answer = await peer.recv_frame()
+        assert answer.payload.decode() == hashlib.sha256(sent + b"y" * 10).hexdigest()
+        await peer.send_close(1000)
+        await peer.recv_close()
+        await peer.aclose()
+    assert handler.errors == []

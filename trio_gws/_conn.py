@@ -332,6 +332,7 @@ class Conn(trio.abc.AsyncResource):
         payload = self._lifecycle.local_close(code, reason)
         self._transition("we close with %s", code)
         self._arm_close_deadline()
+        recall_reads(self)  # the reader must see the answer
         await self._writer.write_close(payload)
 
     async def aclose(self, code: int = 1000, reason: bytes | str = b"") -> None:
@@ -363,7 +364,8 @@ class Conn(trio.abc.AsyncResource):
         try:
             await self._ended.wait()
         except BaseException:
-            recall_reads(self)  # a handler waiting on the socket for the reader
+            # the reads lent to a handler would not notice the socket closing
+            recall_reads(self, trio.ClosedResourceError("this socket was closed"))
             await trio.aclose_forcefully(self._transport.stream)  # the reader notices
             raise
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import ConnectionClosed, WebSocketTimeoutError
+from ._loan import recall_reads
 
 if TYPE_CHECKING:
     from ._conn import Conn
@@ -37,6 +38,7 @@ def new_ping(conn: Conn, data: bytes) -> Ping:
     if data in conn._pings:
         raise ValueError(f"a ping with payload {data!r} is already waiting for its pong")
     ping = conn._pings[data] = Ping(trio.current_time())
+    recall_reads(conn)  # its pong must be read, whatever a streamed message's handler does
     return ping
 
 

@@ -194,13 +194,16 @@ class ReadLoan:
             waiter.close()
 
 
-def recall_reads(conn: Conn) -> None:
-    """The socket is about to be closed under the reader: reads lent to a handler
-    come back with the error the reader's own wait would have got. (The handler
-    waits on a duplicate of the socket, which closing the socket leaves open.)"""
+def recall_reads(conn: Conn, error: BaseException | None = None) -> None:
+    """Reads lent to a handler come back to the reader now: something awaits what
+    only the reader delivers (a pong, the peer's answer to our close frame), which
+    must not depend on the handler reading on (it may be the one awaiting it, in
+    ``ping()`` or ``aclose()``); or, with ``error``, the socket is about to be closed under the
+    reader (the handler waits on a duplicate of the socket, which closing the
+    socket leaves open: the reader gets the error its own wait would have got)."""
     stream = conn._stream_in
     if stream is not None and stream._loan is not None:
-        stream._loan.give_back(error=trio.ClosedResourceError("this socket was closed"))
+        stream._loan.give_back(error=error)
 
 
 def lendable(conn: Conn, stream: MessageStream) -> bool:
