@@ -451,3 +451,30 @@ async def test_a_handler_pinging_with_the_reads_lent_gets_its_pong(
         await peer.recv_close()
         await peer.aclose()
     assert handler.errors == []
+
+
+class Counts(Hasher):
+    size = 0
+
+    async def before(self, conn: Conn, stream: MessageStream, digest: Any) -> None:
+        async for piece in stream:
+            self.size += len(piece)
+
+
+async def test_a_deadline_set_from_another_task_recalls_the_reads(
+        loans: list[int]) -> None:
+    handler = Counts()
+    async with running_server(handler) as port:
+        peer, _ = await ws_connect(port)
+        sent = await lend(peer, loans)
+        # everything sent was read: the handler waits on the socket with the reads
+        assert await settle(lambda: handler.size == len(sent) and handler.lent() is not None)
+        await trio.testing.wait_all_tasks_blocked()
+        assert handler.lent()._waiter is not None  # type: ignore[union-attr]
+        assert handler.conn is not None
+        handler.conn.set_deadline(trio.current_time() + 0.2)  # not from the handler
+        with trio.fail_after(10):
+            assert (await peer.recv_close()).close_code == 1011
+        await peer.aclose()
+        assert await settle(lambda: bool(handler.endings))
+    assert isinstance(handler.errors[0].__cause__, gws.WebSocketTimeoutError)

@@ -448,6 +448,8 @@ class Conn(trio.abc.AsyncResource):
         self._read_deadline = deadline
         if self._receive_scope is not None:
             self._receive_scope.deadline = deadline
+        if deadline != math.inf:
+            recall_reads(self)  # lent reads keep no deadline: the reader's do
 
     def _arm_close_deadline(self) -> None:
         deadline = trio.current_time() + self._config.close_timeout
