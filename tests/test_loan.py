@@ -16,7 +16,9 @@ import trio.testing
 
 import trio_gws as gws
 import trio_gws._dispatch as dispatch
-from helpers import BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame, running_server, settle, ws_connect
+from helpers import (
+    BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame, running_server, settle, ws_connect,
+)
 from trio_gws import Config, Conn, MessageStream, Opcode
 from trio_gws._loan import ReadLoan
 from trio_gws._reader import STREAM_PIECE

@@ -11,9 +11,10 @@ in its own task, in wire order as before. A lent read costs what the reader's re
 costs, and no wakeup: 1.02x-1.03x the throughput of the whole-message path instead
 of 0.99x (benchmarks/RESULTS-stream.md).
 
-A handler cancelled while it waits in a lent read gives the reads back, so a handler
-that does something else meanwhile (awaits a pong, say) never finds the reader
-stopped. Only plain sockets are lent (the reads are the reader's raw ones), on
+A handler cancelled while it waits in a lent read gives the reads back, and whatever
+awaits what only the reader delivers (a ping's pong, the answer to our close frame)
+or sets a read deadline calls them back first (``recall_reads``), so nothing waits
+on a handler that holds the reads and does something else. Only plain sockets are lent (the reads are the reader's raw ones), on
 sequential connections with no read deadline. The reader waits for the reads in its
 read scope; if that scope ends (a failure, the close timeout) the loan is revoked and
 a handler waiting on the socket for it is woken before anything else reads the
@@ -195,12 +196,15 @@ class ReadLoan:
 
 
 def recall_reads(conn: Conn, error: BaseException | None = None) -> None:
-    """Reads lent to a handler come back to the reader now: something awaits what
-    only the reader delivers (a pong, the peer's answer to our close frame), which
-    must not depend on the handler reading on (it may be the one awaiting it, in
-    ``ping()`` or ``aclose()``); or, with ``error``, the socket is about to be closed under the
-    reader (the handler waits on a duplicate of the socket, which closing the
-    socket leaves open: the reader gets the error its own wait would have got)."""
+    """Reads lent to a handler come back to the reader now.
+
+    Something awaits what only the reader delivers (a pong, the peer's answer to our
+    close frame, a read deadline), which must not depend on the handler reading on:
+    it may be the one awaiting it, in ``ping()`` or ``aclose()``. With ``error``, the
+    socket is about to be closed under the reader: the handler waits on a duplicate
+    of the socket, which closing the socket leaves open, so the reader gets the error
+    its own wait would have got.
+    """
     stream = conn._stream_in
     if stream is not None and stream._loan is not None:
         stream._loan.give_back(error=error)
