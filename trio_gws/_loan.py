@@ -74,43 +74,40 @@ class ReadLoan:
         """One read for the stream, in its handler's task: the pieces of its message
         are queued on it, at most STREAM_QUEUE bytes (and a piece) of them; anything
         else gives the reads back. A cancellation loses nothing (a read is done whole
-        or not at all) and gives the reads back."""
-        self.pulling = True
-        try:
-            if self._rest is not None:
-                self._queue(self._rest)
-            else:
-                await self._read()
-        finally:
-            self.pulling = False
+        or not at all) and gives the reads back. One coroutine, no helper awaited on
+        the way of a read that does not wait: it runs for every read."""
         stream = self._stream
-        if stream._arrived is not None and stream._pieces:
-            stream._wake_consumer()  # another task iterating the same stream
-
-    async def _read(self) -> None:
+        if self._rest is not None:
+            self._queue(self._rest)
+            if stream._arrived is not None:
+                stream._wake_consumer()  # another task iterating the same stream
+            return
         conn = self._conn
-        stream = self._stream
         reader = conn._reader
         raw = conn._transport.raw
         if conn._read_deadline != math.inf:
             self.give_back()  # the reader's reads keep a deadline, the lent ones don't
             return
-        if self.drained:
-            piece = reader.take_piece()
-            if piece:  # what arrived does not wait for more
-                stream._pieces.append(piece)
-                stream._queued += len(piece)
-                return
-            if not await self._wait_readable(raw):
-                return
-        else:
-            try:
-                await checkpoint()
-            except BaseException:
-                self.give_back()
-                raise
-            if self._over:
-                return
+        self.pulling = True  # only while it awaits: another iterating task waits
+        try:
+            if self.drained:
+                piece = reader.take_piece()
+                if piece:  # what arrived does not wait for more
+                    stream._pieces.append(piece)
+                    stream._queued += len(piece)
+                    return
+                if not await self._wait_readable(raw):
+                    return
+            else:
+                try:
+                    await checkpoint()
+                except BaseException:
+                    self.give_back()
+                    raise
+                if self._over:
+                    return
+        finally:
+            self.pulling = False
         size = conn._config.read_buffer_size
         try:
             data = raw.recv(size)
@@ -129,6 +126,8 @@ class ReadLoan:
             return
         self.drained = len(data) < size
         self._queue(reader.receive(data))
+        if stream._arrived is not None:
+            stream._wake_consumer()  # another task iterating the same stream
 
     def _queue(self, events: Iterator[Any]) -> None:
         """Queue the stream's pieces among ``events``; stop at a full queue (the rest
