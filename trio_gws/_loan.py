@@ -95,6 +95,9 @@ class ReadLoan:
                 if piece:  # what arrived does not wait for more
                     stream._pieces.append(piece)
                     stream._queued += len(piece)
+                    # While the handler takes it, more is likely to arrive: the next
+                    # pull reads before it waits.
+                    self.drained = False
                     return
                 if not await self._wait_readable(raw):
                     return
