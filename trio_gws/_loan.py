@@ -8,8 +8,8 @@ to read, the reader lends it the reads: the handler's task receives and parses, 
 the pieces of its message, and gives the reads back at anything else (a control
 frame, the message's end, an error, a read deadline), which the reader then handles
 in its own task, in wire order as before. A lent read costs what the reader's read
-costs, and no wakeup: 1.02x-1.03x the throughput of the whole-message path instead
-of 0.99x (benchmarks/RESULTS-stream.md).
+costs, and no wakeup: the streamed path's server CPU fell from 1.03x-1.04x of the
+whole-message path's to 0.98x-1.00x (benchmarks/RESULTS-stream.md).
 
 A handler cancelled while it waits in a lent read gives the reads back, and whatever
 awaits what only the reader delivers (a ping's pong, the answer to our close frame)
