@@ -14,8 +14,9 @@ whole-message path's to 0.98x-1.00x (benchmarks/RESULTS-stream.md).
 A handler cancelled while it waits in a lent read gives the reads back, and whatever
 awaits what only the reader delivers (a ping's pong, the answer to our close frame)
 or sets a read deadline calls them back first (``recall_reads``), so nothing waits
-on a handler that holds the reads and does something else. Only plain sockets are lent (the reads are the reader's raw ones), on
-sequential connections with no read deadline. The reader waits for the reads in its
+on a handler that holds the reads and does something else. Only plain sockets are
+lent (the reads are the reader's raw ones), on sequential connections with no read
+deadline. The reader waits for the reads in its
 read scope; if that scope ends (a failure, the close timeout) the loan is revoked and
 a handler waiting on the socket for it is woken before anything else reads the
 socket: it waits on a duplicate of the socket, so ``notify_closing`` wakes only it,
@@ -76,18 +77,14 @@ class ReadLoan:
         else gives the reads back. A cancellation loses nothing (a read is done whole
         or not at all) and gives the reads back. One coroutine, no helper awaited on
         the way of a read that does not wait: it runs for every read."""
-        stream = self._stream
         if self._rest is not None:
             self._queue(self._rest)
-            if stream._arrived is not None:
-                stream._wake_consumer()  # another task iterating the same stream
             return
+        stream = self._stream
         conn = self._conn
         reader = conn._reader
         raw = conn._transport.raw
-        if conn._read_deadline != math.inf:
-            self.give_back()  # the reader's reads keep a deadline, the lent ones don't
-            return
+        # (No read deadline to keep: setting one calls the reads back, lendable.)
         self.pulling = True  # only while it awaits: another iterating task waits
         try:
             if self.drained:
@@ -124,13 +121,13 @@ class ReadLoan:
             self.give_back(error=trio.ClosedResourceError("this socket was closed"))
             return
         if not data:
+            # (An error, not the reads alone: the handler waits for more, so the
+            # reader would lend them again at once.)
             self.give_back(error=ConnectionClosedError(
                 "the peer closed the stream without a close frame"))
             return
         self.drained = len(data) < size
         self._queue(reader.receive(data))
-        if stream._arrived is not None:
-            stream._wake_consumer()  # another task iterating the same stream
 
     def _queue(self, events: Iterator[Any]) -> None:
         """Queue the stream's pieces among ``events``; stop at a full queue (the rest
@@ -143,16 +140,19 @@ class ReadLoan:
             for event in events:
                 if type(event) is not StreamData:
                     self.give_back(itertools.chain((event,), events))
-                    return
+                    break
                 if conn._trace:
                     conn._log("< %r", event)
                 pieces.append(event.data)
                 stream._queued += len(event.data)
                 if stream._queued > STREAM_QUEUE:
                     self._rest = events
-                    return
+                    break
         except Exception as exc:  # noqa: BLE001 - raised again in the reader's task
             self.give_back(error=exc)
+            return
+        if stream._arrived is not None:
+            stream._wake_consumer()  # another task iterating the same stream
 
     async def _wait_readable(self, raw: socket.socket) -> bool:
         """Wait until the socket has data; False if the reads went back meanwhile."""
@@ -178,15 +178,12 @@ class ReadLoan:
         self.events = events if events is not None else self._rest
         self._rest = None
         self.error = error
-        self._end()
+        self.revoke()
         self._back.set()
 
     def revoke(self) -> None:
-        """The reader stopped waiting for the reads (its read scope ended): from now
+        """The loan ends (given back, or the reader stopped waiting for it): from now
         on the handler does not touch the socket."""
-        self._end()
-
-    def _end(self) -> None:
         self._over = True
         if self._stream._loan is self:
             self._stream._loan = None

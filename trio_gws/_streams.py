@@ -8,6 +8,7 @@ a consumer that does not keep up stops the reader, and the peer with it. The
 consumer is woken when WAKE_AT bytes wait or when the reader is about to wait for the
 network, so what arrived never waits for more, and a fast peer's pieces move several
 at a time.
+
 When the handler waits for its next piece as the reader comes to read a plain
 socket, the reader lends it the reads instead (``_loan``): the handler's task reads
 its pieces itself, with no queue hand-over and no wakeup.
