@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_gws import Config, Conn, Message, Opcode, WebSocketTimeoutError
+from trio_gws import Config, Conn, Headers, Message, Opcode, Request, WebSocketTimeoutError
 
 from helpers import CLOSE, PING, PONG, Peer, Recorder, server_conn_pair
 
@@ -224,11 +224,6 @@ async def test_deadline_in_the_past_fails_at_once(autojump_clock: Any) -> None:
     assert isinstance(rec.endings()[0].data, WebSocketTimeoutError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: a deadline set from another task while the reader waits with no "
-    "deadline only applies from the next read (the no-deadline read has no cancel "
-    "scope, by design, to keep the hot path cheap); on_open/on_ping/on_message in "
-    "the reader's task, the documented pattern, are not affected"))
 async def test_deadline_set_from_another_task_applies_to_an_idle_reader(
     autojump_clock: Any,
 ) -> None:
@@ -247,6 +242,124 @@ async def test_deadline_set_from_another_task_applies_to_an_idle_reader(
         assert trio.current_time() - start == pytest.approx(7)
         await peer.aclose()
     assert isinstance(rec.endings()[0].data, WebSocketTimeoutError)
+
+
+def socket_conn_pair(handler: Recorder) -> tuple[Conn, Peer]:
+    """A Conn on a real (Unix) socket: the reader's raw path, no stream wrapper."""
+    ours, theirs = trio.socket.socketpair()
+    conn = Conn(trio.SocketStream(ours), handler, Config(), is_server=True,
+                request=Request("GET", "/", Headers()))
+    assert conn._transport.raw is not None  # the path under test
+    return conn, Peer(trio.SocketStream(theirs))
+
+
+@pytest.mark.parametrize("pair", [server_conn_pair, socket_conn_pair])
+async def test_deadline_from_another_task_is_moved_while_the_reader_waits(
+    autojump_clock: Any, pair: Any,
+) -> None:
+    """Pushed again before it passes, the later deadline holds (on a socket too)."""
+    rec = Recorder()
+    conn, peer = pair(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        conn.set_deadline(start + 7)
+        await trio.sleep(5)
+        conn.set_deadline(start + 12)
+        with trio.fail_after(50):  # without the fix it would wait for ever
+            close = await peer.recv_close()
+        assert close.close_code == 1011
+        assert trio.current_time() - start == pytest.approx(12)
+        await peer.aclose()
+    [ending] = rec.endings()
+    assert isinstance(ending.data, WebSocketTimeoutError)
+    assert "read deadline passed" in str(ending.data)
+
+
+@pytest.mark.parametrize("pair", [server_conn_pair, socket_conn_pair])
+async def test_deadline_from_another_task_then_data_then_cleared(
+    autojump_clock: Any, pair: Any,
+) -> None:
+    """Data before the deadline takes it off the read scope: the next read carries it
+    in a scope of its own, and clearing it from another task leaves nothing armed."""
+    rec = Recorder()
+    conn, peer = pair(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        conn.set_deadline(start + 7)
+        await trio.sleep(3)
+        await peer.send_text(b"in time")
+        await trio.sleep(2)
+        assert [m.data for m in rec.of("message")] == [b"in time"]
+        conn.set_deadline(math.inf)
+        await trio.sleep(100)
+        assert rec.endings() == []
+        await peer.send_close(1000)
+        assert (await peer.recv_close()).close_code == 1000
+        await peer.aclose()
+    assert [e.kind for e in rec.endings()] == ["close"]
+
+
+@pytest.mark.parametrize("pair", [server_conn_pair, socket_conn_pair])
+async def test_deadline_from_another_task_cleared_while_the_reader_waits(
+    autojump_clock: Any, pair: Any,
+) -> None:
+    rec = Recorder()
+    conn, peer = pair(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await trio.testing.wait_all_tasks_blocked()
+        conn.set_deadline(trio.current_time() + 7)
+        await trio.sleep(1)
+        conn.set_deadline(math.inf)
+        await trio.sleep(100)
+        assert rec.endings() == []
+        await peer.send_text(b"still here")
+        await peer.send_close(1000)
+        assert (await peer.recv_close()).close_code == 1000
+        await peer.aclose()
+    assert [m.data for m in rec.of("message")] == [b"still here"]
+    assert [e.kind for e in rec.endings()] == ["close"]
+
+
+async def test_deadline_from_another_task_on_a_socket(autojump_clock: Any) -> None:
+    """The idle reader on a real socket (the raw path) fails at the deadline."""
+    rec = Recorder()
+    conn, peer = socket_conn_pair(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        conn.set_deadline(start + 7)
+        with trio.fail_after(50):
+            assert (await peer.recv_close()).close_code == 1011
+        assert trio.current_time() - start == pytest.approx(7)
+        await peer.aclose()
+    [ending] = rec.endings()
+    assert "read deadline passed" in str(ending.data)
+
+
+async def test_close_timeout_is_still_told_apart_from_a_read_deadline(
+    autojump_clock: Any,
+) -> None:
+    """A read deadline later than the closing one: the closing one is what passed."""
+    rec = Recorder()
+    conn, peer = server_conn_pair(rec, Config(close_timeout=3))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        conn.set_deadline(start + 50)
+        await conn.write_close(1000)
+        assert (await peer.recv_close()).close_code == 1000
+        assert await peer.expect_eof() == b""  # no close frame back
+        assert trio.current_time() - start == pytest.approx(3)
+        await peer.aclose()
+    [ending] = rec.endings()
+    assert "no close frame" in str(ending.data)
 
 
 async def test_deadline_pushed_by_parallel_handlers(autojump_clock: Any) -> None:

@@ -98,7 +98,8 @@ class Conn(trio.abc.AsyncResource):
     __slots__ = (
         "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
         "_lifecycle", "_nursery", "_parallel", "_pings", "_pong_seen", "_read_deadline",
-        "_read_scope", "_reader", "_reader_task", "_receive_scope", "_stream_in", "_trace",
+        "_read_scope", "_reader", "_reader_idle", "_reader_task", "_receive_scope",
+        "_scope_has_deadline", "_stream_in", "_trace",
         "_transport",
         "_writer", "extension", "latency", "local_address", "remote_address", "request",
         "session", "subprotocol", "__weakref__",
@@ -157,6 +158,10 @@ class Conn(trio.abc.AsyncResource):
         self._close_deadline = math.inf
         self._read_deadline = math.inf
         self._receive_scope: trio.CancelScope | None = None
+        #: The reader waits for data with no scope of its own (no read deadline): a
+        #: deadline set meanwhile rides on the read scope until data comes.
+        self._reader_idle = False
+        self._scope_has_deadline = False
         self._reader_task: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
         # Made when somebody waits for the end (most connections: nobody). Events are
@@ -444,10 +449,16 @@ class Conn(trio.abc.AsyncResource):
         gws's SetDeadline heartbeat: call it from ``on_open`` and again from
         ``on_ping`` / ``on_message`` to keep a live peer connected, e.g.
         ``conn.set_deadline(trio.current_time() + 30)``. ``math.inf`` clears it.
+        Any task may call it, at any time: it applies to the read under way too.
         """
         self._read_deadline = deadline
         if self._receive_scope is not None:
             self._receive_scope.deadline = deadline
+        elif self._reader_idle:
+            # The reader's wait has no cancel scope (none per read: the hot path);
+            # the read scope carries the deadline until data comes (_dispatch).
+            self._read_scope.deadline = min(deadline, self._close_deadline)
+            self._scope_has_deadline = True
         if deadline != math.inf:
             recall_reads(self)  # lent reads keep no deadline: the reader's do
 

@@ -99,7 +99,14 @@ async def read_phase(conn: Conn) -> Outcome:
                     transport.want(reader.wanted)
                     try:
                         if drained:
+                            # No scope per wait (the hot path): a deadline set while
+                            # it waits rides on the read scope (Conn.set_deadline)
+                            # and is taken off it when data comes.
+                            conn._reader_idle = True
                             await wait_readable(raw)
+                            conn._reader_idle = False
+                            if conn._scope_has_deadline:
+                                deadline_off_the_read_scope(conn)
                         else:
                             await trio.lowlevel.checkpoint()
                         data = raw.recv(size)
@@ -114,7 +121,11 @@ async def read_phase(conn: Conn) -> Outcome:
                     drained = len(data) < size
                 else:
                     try:
+                        conn._reader_idle = True  # as above
                         data = await receive(size)
+                        conn._reader_idle = False
+                        if conn._scope_has_deadline:
+                            deadline_off_the_read_scope(conn)
                     except OSError as exc:
                         raise translate_socket_error(exc) from None
                 if not data:
@@ -130,10 +141,14 @@ async def read_phase(conn: Conn) -> Outcome:
         lifecycle.transport_broken(ConnectionClosedError(f"transport failed: {exc!r}"))
         assert lifecycle.failure is not None
         return lifecycle.failure
-    # Only the read scope's own cancellation gets here.
+    # Only the read scope's own cancellation gets here: its deadline passed, the
+    # closing one or a read deadline it carried while the reader waited.
     if lifecycle.failure is None:
-        conn._fail_soon(WebSocketTimeoutError(
-            f"no close frame from the peer within {conn._config.close_timeout}s"))
+        if conn._scope_has_deadline and conn._read_deadline < conn._close_deadline:
+            conn._fail_soon(read_deadline_passed())
+        else:
+            conn._fail_soon(WebSocketTimeoutError(
+                f"no close frame from the peer within {conn._config.close_timeout}s"))
     assert lifecycle.failure is not None
     return lifecycle.failure
 
@@ -195,6 +210,17 @@ async def handle_read(conn: Conn, data: bytes | bytearray,
     return None
 
 
+def deadline_off_the_read_scope(conn: Conn) -> None:
+    """Data came: the read deadline the read scope carried (``Conn.set_deadline``)
+    goes to the next read's own scope; the read scope keeps the closing one only."""
+    conn._read_scope.deadline = conn._close_deadline
+    conn._scope_has_deadline = False
+
+
+def read_deadline_passed() -> WebSocketTimeoutError:
+    return WebSocketTimeoutError("read deadline passed without data from the peer")
+
+
 async def receive_with_deadline(conn: Conn, size: int) -> bytes | bytearray:
     with trio.CancelScope(deadline=conn._read_deadline) as scope:
         conn._receive_scope = scope
@@ -202,7 +228,7 @@ async def receive_with_deadline(conn: Conn, size: int) -> bytes | bytearray:
             return await conn._transport.receive_some(size)
         finally:
             conn._receive_scope = None
-    raise WebSocketTimeoutError("read deadline passed without data from the peer")
+    raise read_deadline_passed()
 
 
 async def callback(conn: Conn, method: Callable[..., Coroutine[Any, Any, None]],
