@@ -14,6 +14,12 @@ client to core 1 (``taskset``; ``--no-pin`` to skip):
 * **whole**: the same bytes as 256 KiB messages sent with ``write_message`` and
   received by ``on_message`` (today's whole-message path), answered the same way.
 
+* **whole at REV** (``--baseline REV``, optional): the whole-message path of another
+  revision of trio_gws, imported by both processes (``git archive`` into the ignored
+  ``.variants/``, given the compiled speedups, as ``run.py --variant``). Issue 14 asks
+  for at least "today's whole-message path": ``--baseline 9cb895f`` is that path as
+  it was the day the issue's work began (``7e09741^``).
+
 Reported: MiB/s of each path (wall time from the first byte to the server's answer; the
 ratio is the median of the same-round ratios over ``--rounds``, 7 by default; the two
 paths take turns going first), the server's CPU time for the transfer (from
@@ -156,15 +162,21 @@ async def send(port: int, mode: str, compress: bool, mib: int) -> dict[str, Any]
             "client_growth_kib": peak_kib() - before, "seconds": seconds}
 
 
-def measure(mode: str, compress: bool, mib: int, pin: bool) -> dict[str, Any]:
-    """One transfer: a fresh server process (core 0) and a fresh client (core 1)."""
+def measure(mode: str, compress: bool, mib: int, pin: bool,
+            code: Path | None = None) -> dict[str, Any]:
+    """One transfer: a fresh server process (core 0) and a fresh client (core 1), both
+    importing trio_gws from ``code`` when given (a folder holding ``trio_gws/``)."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(code), env.get("PYTHONPATH", "")) if p)
     port = free_port()
     limit = (mib << 20) + (1 << 20)
     prefix = ["taskset", "-c", "0"] if pin else []
     server = subprocess.Popen([*prefix, sys.executable, __file__, "--serve", str(port),
                                "--mode", mode, "--limit", str(limit),
                                *(["--compress"] if compress else [])],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "READY":
@@ -173,7 +185,8 @@ def measure(mode: str, compress: bool, mib: int, pin: bool) -> dict[str, Any]:
                   "--send", str(port), "--mode", mode, "--mib", str(mib),
                   *(["--compress"] if compress else [])]
         cpu = proc_cpu_seconds(server.pid)
-        result = subprocess.run(client, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(client, capture_output=True, text=True, timeout=900,
+                                env=env)
         if result.returncode:
             raise RuntimeError(result.stderr)
         record = dict(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -202,6 +215,9 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--write-results", action="store_true",
                         help="also write benchmarks/RESULTS-stream.md")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the whole-message path of this git revision "
+                             "(or folder holding trio_gws/), e.g. 9cb895f")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="streamed", help=argparse.SUPPRESS)
@@ -216,13 +232,24 @@ def main() -> int:
         return 0
     pin = not args.no_pin and shutil.which("taskset") is not None
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    paths = ["whole", "streamed"]
+    baseline: Path | None = None
+    if args.baseline:
+        from harness import snapshot_variant
+
+        baseline = HERE / ".variants" / "stream-baseline" / args.baseline.replace("/", "_")
+        shutil.rmtree(baseline, ignore_errors=True)
+        snapshot_variant(args.baseline, baseline)
+        paths.append(f"whole at {args.baseline}")
     rows = []
     for compress in (False, True):
-        runs: dict[str, list[dict[str, Any]]] = {"streamed": [], "whole": []}
+        runs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
         mib = args.mib_compressed if compress else args.mib
         for round_ in range(args.rounds):
-            for mode in ("streamed", "whole")[::1 if round_ % 2 else -1]:
-                runs[mode].append(measure(mode, compress, mib, pin))
+            # Each path goes first in turn.
+            for path in paths[round_ % len(paths):] + paths[:round_ % len(paths)]:
+                code = baseline if path.startswith("whole at") else None
+                runs[path].append(measure(path.split()[0], compress, mib, pin, code))
         rows.append((compress, runs))
     out: list[str] = []
     out.append(f"{args.mib} MiB per transfer ({args.mib_compressed} MiB compressed), "
@@ -235,7 +262,7 @@ def main() -> int:
         med = {mode: {key: sorted(r[key] for r in runs[mode])[len(runs[mode]) // 2]
                       for key in runs[mode][0]} for mode in runs}
         mib = args.mib_compressed if compress else args.mib
-        for mode in ("streamed", "whole"):
+        for mode in ("streamed", *paths[:1], *paths[2:]):
             m = med[mode]
             out.append(f"| {'on' if compress else 'off'} | {mode} | {m['mib_per_s']:.1f} | "
                        f"{m['server_cpu_s'] * 1024 / mib:.2f} s | "
@@ -260,6 +287,14 @@ def main() -> int:
                         f"{', '.join(f'{r:.2f}' for r in cpu_ratios)}), "
                         f"peak growth under 8 MiB on both sides: "
                         f"{'PASS' if memory_ok else 'MISS'}")
+        for path in paths[2:]:
+            old_ratios = sorted(a["mib_per_s"] / b["mib_per_s"]
+                                for a, b in zip(runs["streamed"], runs[path]))
+            old_ratio = old_ratios[len(old_ratios) // 2]
+            verdicts.append(f"compression {'on' if compress else 'off'}: streamed/{path} "
+                            f"throughput {old_ratio:.3f}x (rounds "
+                            f"{', '.join(f'{r:.2f}' for r in old_ratios)}; "
+                            f"{'PASS' if old_ratio >= 1.0 else 'MISS'})")
     out.append("")
     out.extend(verdicts)
     print("\n".join(out))
