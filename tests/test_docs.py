@@ -264,7 +264,7 @@ async def test_behind_nginx_example(tmp_path: Path, upstream: str) -> None:
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     for number, pem in enumerate(cert.cert_chain_pems):
         pem.write_to_path(str(tmp_path / "cert.pem"), append=number > 0)
-    ports = {"ws": realproc.free_port(), "wss": realproc.free_port()}
+    ports = dict(zip(("ws", "wss"), realproc.free_ports(2)))
     socket_path = tmp_path / "ws.sock"
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:

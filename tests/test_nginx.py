@@ -95,7 +95,7 @@ def running_nginx(tmp: Path, upstream: str) -> Iterator[Proxy]:
     cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
     for pem in cert.cert_chain_pems[1:]:
         pem.write_to_path(str(tmp / "cert.pem"), append=True)
-    ports = {"ws": realproc.free_port(), "wss": realproc.free_port()}
+    ports = dict(zip(("ws", "wss"), realproc.free_ports(2)))
     (tmp / "trio-gws.conf").write_text(site_conf({
         "UPSTREAM": upstream,
         "LISTEN": f"127.0.0.1:{ports['ws']}",
