@@ -76,13 +76,20 @@ def _add_speedups(package: Path, info: dict[str, Any]) -> None:
         info["speedups"] += " (NOTE: its _speedups.c differs from the working tree's)"
 
 
+def env_importing(code: Path) -> dict[str, str]:
+    """This process's environment, with ``code`` (a folder holding ``trio_gws/``) first
+    on PYTHONPATH: a child started with it imports that trio_gws."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def check_import(code: Path) -> bool:
     """Make sure a server started with ``code`` first on PYTHONPATH imports trio_gws from
     it (RuntimeError otherwise); whether it runs with the compiled speedups."""
     probe = ("import trio_gws, trio_gws._mask as m; "
              "print(trio_gws.__file__); print(m.SPEEDUPS)")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+    env = env_importing(code)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=SERVERS_DIR, env=env, timeout=60)
     lines = done.stdout.split()
@@ -342,12 +349,8 @@ def start_server(server: Server, compress: bool, pinning: Pinning, logdir: Path,
         cmd.append("--compress")
     cmd = [*prefix, *cmd] if prefix is not None else pinning.wrap(cmd, pinning.server_core)
     log = logdir / f"{server.name}-{port}.log"
-    env = None
     code = server.code or CODE_SNAPSHOT
-    if code is not None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+    env = env_importing(code) if code is not None else None
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                                 cwd=SERVERS_DIR, env=env,

@@ -47,6 +47,7 @@ from typing import Any
 import trio
 
 import trio_gws as gws
+from harness import env_importing, snapshot_variant
 from servers._common import proc_cpu_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -166,10 +167,7 @@ def measure(mode: str, compress: bool, mib: int, pin: bool,
             code: Path | None = None) -> dict[str, Any]:
     """One transfer: a fresh server process (core 0) and a fresh client (core 1), both
     importing trio_gws from ``code`` when given (a folder holding ``trio_gws/``)."""
-    env = dict(os.environ)
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+    env = env_importing(code) if code is not None else None
     port = free_port()
     limit = (mib << 20) + (1 << 20)
     prefix = ["taskset", "-c", "0"] if pin else []
@@ -235,8 +233,6 @@ def main() -> int:
     paths = ["whole", "streamed"]
     baseline: Path | None = None
     if args.baseline:
-        from harness import snapshot_variant
-
         baseline = HERE / ".variants" / "stream-baseline" / args.baseline.replace("/", "_")
         shutil.rmtree(baseline, ignore_errors=True)
         snapshot_variant(args.baseline, baseline)

@@ -343,6 +343,15 @@ def make_conn(
     return conn, Peer(theirs, client=is_server), recording
 
 
+def socket_conn_pair(handler: EventHandler, config: Config | None = None) -> tuple[Conn, Peer]:
+    """A server Conn on a real ``trio.SocketStream`` (a Unix socketpair: the reader's
+    raw socket path) and a Peer on the other end."""
+    ours, theirs = trio.socket.socketpair()
+    conn = Conn(trio.SocketStream(ours), handler, config if config is not None else Config(),
+                is_server=True, request=Request("GET", "/", Headers()))
+    return conn, Peer(trio.SocketStream(theirs))
+
+
 class RecordingStream(trio.abc.Stream):
     """Passes everything through and remembers each object given to ``send_all``."""
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_gws import Config, Conn, ConnectionClosedError, Headers, Message, Opcode, Request
+from trio_gws import Config, Conn, ConnectionClosedError, Message, Opcode
 from trio_gws._writer import _CORK_LIMIT
 
 from helpers import (
@@ -21,10 +21,10 @@ from helpers import (
     PONG,
     TEXT,
     MessageReader,
-    Peer,
     Recorder,
     build_frame,
     make_conn,
+    socket_conn_pair,
 )
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -273,17 +273,9 @@ async def test_large_frames_go_in_two_pieces_without_a_whole_copy(is_server: boo
 # -- corking on a real TCP socket ----------------------------------------------------
 
 
-def socket_conn(rec: Recorder) -> tuple[Conn, Peer]:
-    """A server Conn on a real trio.SocketStream (a socketpair), and its peer."""
-    ours, theirs = trio.socket.socketpair()
-    conn = Conn(trio.SocketStream(ours), rec, Config(), is_server=True,
-                request=Request("GET", "/", Headers()))
-    return conn, Peer(trio.SocketStream(theirs))
-
-
 async def test_corked_echoes_over_a_real_socket() -> None:
     rec = Recorder(echo=True)
-    conn, peer = socket_conn(rec)
+    conn, peer = socket_conn_pair(rec)
     reader = MessageReader(peer)
     payloads = [bytes([i]) * 3000 for i in range(12)]
     with trio.fail_after(10):

@@ -13,8 +13,9 @@ import pytest
 import trio
 import trio.testing
 
-from trio_gws import Config, Conn, Headers, Message, Opcode, Request, WebSocketTimeoutError
+from trio_gws import Config, Conn, Message, Opcode, WebSocketTimeoutError
 
+import helpers
 from helpers import CLOSE, PING, PONG, Peer, Recorder, server_conn_pair
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -245,12 +246,9 @@ async def test_deadline_set_from_another_task_applies_to_an_idle_reader(
 
 
 def socket_conn_pair(handler: Recorder) -> tuple[Conn, Peer]:
-    """A Conn on a real (Unix) socket: the reader's raw path, no stream wrapper."""
-    ours, theirs = trio.socket.socketpair()
-    conn = Conn(trio.SocketStream(ours), handler, Config(), is_server=True,
-                request=Request("GET", "/", Headers()))
-    assert conn._transport.raw is not None  # the path under test
-    return conn, Peer(trio.SocketStream(theirs))
+    conn, peer = helpers.socket_conn_pair(handler)
+    assert conn._transport.raw is not None  # the reader's raw path is under test
+    return conn, peer
 
 
 @pytest.mark.parametrize("pair", [server_conn_pair, socket_conn_pair])

@@ -99,7 +99,7 @@ class Conn(trio.abc.AsyncResource):
         "_close_deadline", "_config", "_ended", "_handler", "_is_server", "_leftover",
         "_lifecycle", "_nursery", "_parallel", "_pings", "_pong_seen", "_read_deadline",
         "_read_scope", "_reader", "_reader_idle", "_reader_task", "_receive_scope",
-        "_scope_has_deadline", "_stream_in", "_trace",
+        "_stream_in", "_trace",
         "_transport",
         "_writer", "extension", "latency", "local_address", "remote_address", "request",
         "session", "subprotocol", "__weakref__",
@@ -161,7 +161,6 @@ class Conn(trio.abc.AsyncResource):
         #: The reader waits for data with no scope of its own (no read deadline): a
         #: deadline set meanwhile rides on the read scope until data comes.
         self._reader_idle = False
-        self._scope_has_deadline = False
         self._reader_task: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
         # Made when somebody waits for the end (most connections: nobody). Events are
@@ -458,7 +457,6 @@ class Conn(trio.abc.AsyncResource):
             # The reader's wait has no cancel scope (none per read: the hot path);
             # the read scope carries the deadline until data comes (_dispatch).
             self._read_scope.deadline = min(deadline, self._close_deadline)
-            self._scope_has_deadline = True
         if deadline != math.inf:
             recall_reads(self)  # lent reads keep no deadline: the reader's do
 

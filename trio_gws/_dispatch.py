@@ -66,6 +66,7 @@ async def read_phase(conn: Conn) -> Outcome:
             receive = transport.fast_receive
             raw = transport.raw
             reader = conn._reader
+            read_scope = conn._read_scope
             drained = True
             size = conn._config.read_buffer_size
             data: bytes | bytearray | None = conn._leftover
@@ -105,8 +106,8 @@ async def read_phase(conn: Conn) -> Outcome:
                             conn._reader_idle = True
                             await wait_readable(raw)
                             conn._reader_idle = False
-                            if conn._scope_has_deadline:
-                                deadline_off_the_read_scope(conn)
+                            if read_scope.deadline != conn._close_deadline:  # carried one
+                                read_scope.deadline = conn._close_deadline
                         else:
                             await trio.lowlevel.checkpoint()
                         data = raw.recv(size)
@@ -114,18 +115,16 @@ async def read_phase(conn: Conn) -> Outcome:
                         drained = True
                         data = None
                         continue
-                    except OSError as exc:
+                    except (OSError, ValueError) as exc:  # ValueError: closed under us
                         raise translate_socket_error(exc) from None
-                    except ValueError:  # its descriptor is -1: closed under us
-                        raise trio.ClosedResourceError("this socket was closed") from None
                     drained = len(data) < size
                 else:
                     try:
                         conn._reader_idle = True  # as above
                         data = await receive(size)
                         conn._reader_idle = False
-                        if conn._scope_has_deadline:
-                            deadline_off_the_read_scope(conn)
+                        if read_scope.deadline != conn._close_deadline:  # carried one
+                            read_scope.deadline = conn._close_deadline
                     except OSError as exc:
                         raise translate_socket_error(exc) from None
                 if not data:
@@ -142,9 +141,10 @@ async def read_phase(conn: Conn) -> Outcome:
         assert lifecycle.failure is not None
         return lifecycle.failure
     # Only the read scope's own cancellation gets here: its deadline passed, the
-    # closing one or a read deadline it carried while the reader waited.
+    # closing one or a read deadline it carried while the reader waited (a wait
+    # ended by the cancellation leaves _reader_idle set).
     if lifecycle.failure is None:
-        if conn._scope_has_deadline and conn._read_deadline < conn._close_deadline:
+        if conn._reader_idle and conn._read_deadline < conn._close_deadline:
             conn._fail_soon(read_deadline_passed())
         else:
             conn._fail_soon(WebSocketTimeoutError(
@@ -208,13 +208,6 @@ async def handle_read(conn: Conn, data: bytes | bytearray,
         hand_over(conn)  # the flush may wait for the peer
         await writer.flush()
     return None
-
-
-def deadline_off_the_read_scope(conn: Conn) -> None:
-    """Data came: the read deadline the read scope carried (``Conn.set_deadline``)
-    goes to the next read's own scope; the read scope keeps the closing one only."""
-    conn._read_scope.deadline = conn._close_deadline
-    conn._scope_has_deadline = False
 
 
 def read_deadline_passed() -> WebSocketTimeoutError:

@@ -114,11 +114,8 @@ class ReadLoan:
         except BlockingIOError:
             self.drained = True
             return
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: closed under us
             self.give_back(error=translate_socket_error(exc))
-            return
-        except ValueError:  # its descriptor is -1: closed under us
-            self.give_back(error=trio.ClosedResourceError("this socket was closed"))
             return
         if not data:
             # (An error, not the reads alone: the handler waits for more, so the

@@ -34,8 +34,13 @@ LOWAT_CAP = 32 * 1024
 _SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
 
 
-def translate_socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
-    """The stream error ``SocketStream`` raises for a socket's ``OSError``."""
+def translate_socket_error(
+    exc: OSError | ValueError,
+) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """The stream error ``SocketStream`` raises for a socket's ``OSError``; a
+    ``ValueError`` (its descriptor is -1) is a socket closed under a raw read."""
+    if isinstance(exc, ValueError):
+        return trio.ClosedResourceError("this socket was closed")
     if exc.errno in _CLOSED_ERRNOS:
         return trio.ClosedResourceError("this socket was already closed")
     broken = trio.BrokenResourceError(f"socket connection broken: {exc}")
