@@ -291,7 +291,8 @@ async def test_corked_echoes_over_a_real_socket() -> None:
     assert [e.kind for e in rec.endings()] == ["close"]
 
 
-async def test_a_failed_flush_reports_the_corked_messages() -> None:
+async def test_a_reset_under_the_flush_reports_the_corked_messages() -> None:
+    """As above, the reset raised by the memory stream's send hook."""
     rec = Recorder(echo=True)
     conn, peer, _ = make_conn(rec)
     stream = conn._transport.stream
@@ -300,7 +301,7 @@ async def test_a_failed_flush_reports_the_corked_messages() -> None:
     def reset() -> None:
         raise trio.BrokenResourceError("reset by peer")
 
-    stream.send_stream.send_all_hook = reset  # type: ignore[attr-defined]
+    stream.send_stream.send_all_hook = reset
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.listen)
