@@ -22,7 +22,9 @@ client to core 1 (``taskset``; ``--no-pin`` to skip):
 
 Reported: MiB/s of each path (wall time from the first byte to the server's answer; the
 ratio is the median of the same-round ratios over ``--rounds``, 7 by default; the two
-paths take turns going first), the server's CPU time for the transfer (from
+paths take turns going first; beside it, a 95% interval for that median from the
+order statistics, and whether it lies above 1.0, below it, or holds it: parity),
+the server's CPU time for the transfer (from
 /proc/PID/stat, per GiB; its same-round ratio is steadier than wall time here),
 and the peak RSS growth of each process during the transfer (its ``VmHWM``, reset
 just before the transfer, minus its RSS then). Targets (issue 14): the streamed path's peak growth under
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -195,6 +198,37 @@ def measure(mode: str, compress: bool, mib: int, pin: bool,
         server.wait(10)
 
 
+def median_interval(sorted_values: list[float], confidence: float = 0.95
+                    ) -> tuple[float, float]:
+    """A distribution-free interval for the median (order statistics, binomial
+    tails): with a handful of rounds on a noisy machine, whether two paths differ at
+    all is the question, and a median alone cannot answer it. The interval covers at
+    least ``confidence`` from 6 values on; with 6 to 8 it is their whole range, and
+    with fewer the whole range covers less."""
+    n = len(sorted_values)
+    tail = (1 - confidence) / 2
+    k, below = 0, 0.0  # below: P(Binomial(n, 1/2) <= k - 1)
+    while k < n // 2:
+        next_below = below + math.comb(n, k) / 2 ** n
+        if next_below > tail:
+            break
+        k, below = k + 1, next_below
+    # k values lie below the interval and k above it; at least one value each side
+    k = max(k, 1)
+    return sorted_values[k - 1], sorted_values[n - k]
+
+
+def throughput_verdict(ratios: list[float]) -> str:
+    """The median of the same-round ratios, the rounds, the interval, and what the
+    interval says: above, parity (it holds 1.0) or below."""
+    ratio = ratios[len(ratios) // 2]
+    low, high = median_interval(ratios)
+    reading = "above" if low > 1.0 else "below" if high < 1.0 else "parity"
+    return (f"throughput {ratio:.3f}x (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"95% interval of the median {low:.2f}x-{high:.2f}x: {reading}; "
+            f"{'PASS' if ratio >= 1.0 else 'MISS'})")
+
+
 def free_port() -> int:
     import socket
 
@@ -269,16 +303,13 @@ def main() -> int:
         # neighbour's burst on this shared machine hits both sides of one ratio.
         ratios = sorted(a["mib_per_s"] / b["mib_per_s"]
                         for a, b in zip(runs["streamed"], runs["whole"]))
-        ratio = ratios[len(ratios) // 2]
         # Server CPU for the same bytes: steadier here than wall time (issue 14 asks
         # for throughput; this says how much of a gap is the server's own work).
         cpu_ratios = sorted(a["server_cpu_s"] / b["server_cpu_s"]
                             for a, b in zip(runs["streamed"], runs["whole"]))
         memory_ok = max(s["server_growth_kib"], s["client_growth_kib"]) < 8 * 1024
         verdicts.append(f"compression {'on' if compress else 'off'}: streamed/whole "
-                        f"throughput {ratio:.3f}x (rounds "
-                        f"{', '.join(f'{r:.2f}' for r in ratios)}; "
-                        f"{'PASS' if ratio >= 1.0 else 'MISS'}), server CPU "
+                        f"{throughput_verdict(ratios)}, server CPU "
                         f"streamed/whole {cpu_ratios[len(cpu_ratios) // 2]:.2f}x (rounds "
                         f"{', '.join(f'{r:.2f}' for r in cpu_ratios)}), "
                         f"peak growth under 8 MiB on both sides: "
@@ -286,11 +317,8 @@ def main() -> int:
         for path in paths[2:]:
             old_ratios = sorted(a["mib_per_s"] / b["mib_per_s"]
                                 for a, b in zip(runs["streamed"], runs[path]))
-            old_ratio = old_ratios[len(old_ratios) // 2]
             verdicts.append(f"compression {'on' if compress else 'off'}: streamed/{path} "
-                            f"throughput {old_ratio:.3f}x (rounds "
-                            f"{', '.join(f'{r:.2f}' for r in old_ratios)}; "
-                            f"{'PASS' if old_ratio >= 1.0 else 'MISS'})")
+                            f"{throughput_verdict(old_ratios)}")
     out.append("")
     out.extend(verdicts)
     print("\n".join(out))
