@@ -27,14 +27,13 @@ from _harness import Input
 from trio_gws._config import Config
 from trio_gws._deflate import (
     EXTENSION_NAME,
-    Compressor,
-    Decompressor,
     DeflateParams,
     accept_server_response,
     client_offer,
     negotiate_server,
     parse_extensions,
 )
+from trio_gws._deflate_codec import Compressor, Decompressor
 from trio_gws._errors import HandshakeError
 
 CONFIGS = (

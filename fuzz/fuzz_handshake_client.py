@@ -23,13 +23,8 @@ import dataclasses
 from _harness import Input, split
 
 from trio_gws._config import Config
-from trio_gws._deflate import (
-    Compressor,
-    Decompressor,
-    DeflateParams,
-    accept_server_response,
-    client_offer,
-)
+from trio_gws._deflate import DeflateParams, accept_server_response, client_offer
+from trio_gws._deflate_codec import Compressor, Decompressor
 from trio_gws._errors import HandshakeError
 from trio_gws._handshake import ResponseHead as Response
 from trio_gws._handshake import check_response, parse_status_line

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from _harness import Input, bytewise, split
 from _oracle import Outcome, reference
 
-from trio_gws._deflate import Decompressor, DeflateParams
+from trio_gws._deflate import DeflateParams
+from trio_gws._deflate_codec import Decompressor
 from trio_gws._errors import InvalidTextError, MessageTooLargeError, ProtocolError
 from trio_gws._frames import (
     CloseReceived,

@@ -32,7 +32,8 @@ import _harness  # noqa: F401  (sys.path for helpers)
 from helpers import build_frame
 
 from trio_gws._config import Config
-from trio_gws._deflate import Compressor, DeflateParams, client_offer, negotiate_server
+from trio_gws._deflate import DeflateParams, client_offer, negotiate_server
+from trio_gws._deflate_codec import Compressor
 from trio_gws._handshake import build_accept_response, build_error_response, build_request
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")

@@ -17,15 +17,13 @@ from hypothesis import strategies as st
 
 from trio_gws._config import Config
 from trio_gws._deflate import (
-    Compressor,
-    Decompressor,
     DeflateParams,
     accept_server_response,
     client_offer,
-    memory_level,
     negotiate_server,
     parse_extensions,
 )
+from trio_gws._deflate_codec import Compressor, Decompressor, memory_level
 from trio_gws._errors import HandshakeError, MessageTooLargeError, ProtocolError
 
 PMD = "permessage-deflate"
@@ -648,7 +646,8 @@ def test_decompression_bomb_is_cut_short(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import resource
-        from trio_gws._deflate import Decompressor, DeflateParams
+        from trio_gws._deflate import DeflateParams
+        from trio_gws._deflate_codec import Decompressor
         from trio_gws._errors import MessageTooLargeError
         data = open({str(path)!r}, "rb").read()
         for chunk in (len(data), 65536):  # one frame, then many frames
