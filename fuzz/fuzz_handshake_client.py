@@ -42,7 +42,7 @@ DEFLATE = (
     Config(compress_enabled=True, client_max_window_bits=9, client_context_takeover=False),
     Config(compress_enabled=True, server_max_window_bits=10, server_context_takeover=False),
 )
-LIMITS = ((8 * 1024, 16 * 1024, 100), (64, 256, 8), (24, 80, 2), (1, 4, 0))
+LIMITS = ((8 * 1024, 16 * 1024, 100), (64, 256, 8), (24, 80, 2), (1, 4, 1))
 SAMPLE = b'{"op": "update", "seq": 1, "data": "' + b"abcdefgh" * 40 + b'"}'
 
 

@@ -47,7 +47,7 @@ from trio_gws._handshake import (
 from trio_gws._http import Headers, build_head, find_head_end, parse_head
 
 #: (max_request_line, max_header_bytes, max_header_count)
-LIMITS = ((8 * 1024, 16 * 1024, 100), (64, 256, 8), (24, 80, 2), (1, 4, 0))
+LIMITS = ((8 * 1024, 16 * 1024, 100), (64, 256, 8), (24, 80, 2), (1, 4, 1))
 SUBPROTOCOLS: tuple[tuple[str, ...], ...] = ((), ("chat",), ("v2.json", "chat"), ("a", "b", "c"))
 DEFLATE = (
     None,

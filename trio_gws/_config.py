@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
@@ -108,9 +109,21 @@ class Config:
             raise ValueError("write_buffer_limit must be at least 1")
         if self.parallel_limit < 1:
             raise ValueError("parallel_limit must be at least 1")
-        for name in ("handshake_timeout", "close_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        # Every wait is bounded: a time bound is a finite number of seconds above 0
+        # (``not > 0`` also refuses NaN, which no comparison passes); the keepalive's
+        # two are that or None (no keepalive), so a bad one is refused here instead
+        # of failing each connection's first ping.
+        for name in ("handshake_timeout", "close_timeout", "ping_interval", "ping_timeout"):
+            seconds = getattr(self, name)
+            if seconds is None and name.startswith("ping_"):
+                continue
+            if not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
+                hint = " (or None for no keepalive)" if name.startswith("ping_") else ""
+                raise ValueError(f"{name} must be a positive, finite number of seconds"
+                                 f"{hint}, got {seconds!r}")
+        for name in ("max_request_line", "max_header_bytes", "max_header_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         for name in ("max_connections", "max_connections_per_ip"):
             limit = getattr(self, name)
             if limit is not None and limit < 1:
