@@ -799,6 +799,32 @@ async def test_read_all_and_the_default_on_stream() -> None:
         await peer.recv_close()
 
 
+async def test_the_default_on_stream_reads_whole_and_calls_on_message() -> None:
+    """A handler may stream some messages and hand others to the default on_stream,
+    which reads them whole and calls on_message, as if on_stream were not overridden."""
+
+    class TextWhole(Recorder):
+        async def on_stream(self, conn: Conn, stream: MessageStream) -> None:
+            if stream.is_text:
+                await super().on_stream(conn, stream)
+            else:
+                self._record("streamed", conn, [chunk async for chunk in stream])
+
+    rec = TextWhole()
+    conn, peer, _ = make_conn(rec)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await peer.send(TEXT, "h\u00e9".encode(), fin=False)
+        await peer.send(CONT, b"llo")
+        await peer.send(BINARY, b"ab", fin=False)
+        await peer.send(CONT, b"cd")
+        await peer.send_close(1000)
+        await peer.recv_close()
+    [message] = rec.of("message")
+    assert (message.opcode, message.text) == (Opcode.TEXT, "h\u00e9llo")
+    assert b"".join(rec.of("streamed")[0]) == b"abcd"
+
+
 async def test_a_handler_that_returns_early_drains_the_rest() -> None:
     rec = Streamer(stop_after=1)
     conn, peer, _ = make_conn(rec, Config(max_content_length=1 << 24))
