@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 from trio_gws import Config, Conn, ConnectionClosedError, Message, Opcode
+from trio_gws._deflate import DeflateParams
 from trio_gws._writer import _CORK_LIMIT
 
 from helpers import (
@@ -267,6 +268,45 @@ async def test_large_frames_go_in_two_pieces_without_a_whole_copy(is_server: boo
         await peer.send_close(1000)
         assert (await reader.next())[0] == CLOSE
         await peer.aclose()  # a server closes the TCP first; the client waits for it
+    assert [e.kind for e in rec.endings()] == ["close"]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "deflate"])
+async def test_large_and_vectored_writes_go_after_the_corked_frames(compress: bool) -> None:
+    """A large frame (sent in two pieces) or a vectored write from a corking handler
+    leaves after what the handler corked before it, with the corked frames at the
+    front of its first send; what it then queues with write_nowait follows."""
+    large = random.Random(11).randbytes(100 * 1024)  # deflate cannot shrink it
+
+    class Mixed(Recorder):
+        async def on_message(self, conn: Conn, message: Message) -> None:
+            await conn.write_message(Opcode.TEXT, b"corked 1")
+            await conn.write_message(Opcode.BINARY, large)
+            await conn.write_message(Opcode.TEXT, b"corked 2")
+            await conn.writev(Opcode.BINARY, b"vec", b"tored")
+            await conn.write_message(Opcode.TEXT, b"last")
+            conn.write_nowait(Opcode.TEXT, b"queued")
+            conn.write_nowait(Opcode.BINARY, large)
+
+    rec = Mixed()
+    config = Config(compress_enabled=compress)
+    conn, peer, recording = make_conn(rec, config, record=True,
+                                      deflate=DeflateParams() if compress else None)
+    assert recording is not None
+    reader = MessageReader(peer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.listen)
+        await rec.wait_kind("open")
+        await peer.send_raw(frames(b"go"))
+        got = [await reader.next() for _ in range(7)]
+        assert got == [(TEXT, b"corked 1"), (BINARY, large), (TEXT, b"corked 2"),
+                       (BINARY, b"vectored"), (TEXT, b"last"), (TEXT, b"queued"),
+                       (BINARY, large)]
+        # the large frame's send began with the corked frame before it
+        first = bytes(recording.sent[0])
+        assert first.startswith(build_frame(TEXT, b"corked 1", mask=False))  # under the threshold
+        await peer.send_close(1000)
+        assert (await reader.next())[0] == CLOSE
     assert [e.kind for e in rec.endings()] == ["close"]
 
 
