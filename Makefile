@@ -6,13 +6,14 @@
 #   make docs   the documentation site, into docs/_build/html (warnings are errors)
 #   make screenshot  refreshes docs/images/chat.png (the chat in headless Chromium)
 #   make fuzz   every fuzz target for FUZZ_SECONDS each (default 30 minutes; fuzz/README.md)
+#   make coverage  branch coverage of trio_gws from the suite (scripts/coverage.sh)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install components echo test test-full bench docs screenshot fuzz fuzz-merge clean
+.PHONY: install components echo test test-full bench docs screenshot fuzz fuzz-merge coverage clean
 
 install: $(STAMP)
 
@@ -66,5 +67,11 @@ fuzz: $(STAMP)
 fuzz-merge: $(STAMP)
 	PYTHON=$(PY) bash scripts/fuzz.sh --merge $(FUZZ_TARGETS)
 
+# Branch coverage: the suite (hostile tests aside) and its pure-Python pass, combined;
+# the lines never run are listed, and shown in coverage-html/.
+coverage: $(STAMP) components
+	$(PY) -m pip install --quiet -e ".[coverage]"
+	PYTHON=$(PY) bash scripts/coverage.sh
+
 clean:
-	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache docs/_build
+	rm -rf $(VENV) autobahn/reports .pytest_cache .mypy_cache docs/_build coverage-html

@@ -52,9 +52,9 @@ mypy_status=$?
 export TRIO_GWS_REQUIRE_SPEEDUPS=${TRIO_GWS_REQUIRE_SPEEDUPS:-1}
 
 echo "== pytest with the pure-Python masking forced (the fallback's own pass)"
-TRIO_GWS_NO_SPEEDUPS=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_mask.py \
-    tests/test_frames.py tests/test_reader.py tests/test_properties.py tests/test_conn.py \
-    tests/test_scan.py tests/test_wakeups.py tests/test_streaming.py \
+# (the files it runs: scripts/pure-python-tests.txt, shared with scripts/coverage.sh)
+mapfile -t pure_python_tests < scripts/pure-python-tests.txt
+TRIO_GWS_NO_SPEEDUPS=1 "$PYTHON" -m pytest -q -p no:cacheprovider "${pure_python_tests[@]}" \
     2>&1 | tail -n 3
 fallback_status=${PIPESTATUS[0]}
 
