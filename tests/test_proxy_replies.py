@@ -5,6 +5,8 @@ and bad proxy URLs."""
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -201,6 +203,44 @@ async def test_unreachable_proxy() -> None:
     assert error.status == 0
     assert f"cannot reach proxy http://127.0.0.1:{port}" in str(error)
     assert isinstance(error.__cause__, OSError)
+
+
+async def test_unreachable_socks_proxy() -> None:
+    port = realproc.free_port()
+    error = await proxy_error(port, proxy=f"socks5://127.0.0.1:{port}")
+    assert error.status == 0
+    assert f"cannot reach proxy socks5://127.0.0.1:{port}" in str(error)
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Close with a reset (RST), not a FIN: linger on, with a timeout of 0."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
+
+
+async def test_http_proxy_that_resets_mid_exchange() -> None:
+    async def script(stream: trio.SocketStream, head: bytes) -> None:
+        reset(stream)
+
+    async with raw_proxy(script) as (port, heads):
+        error = await proxy_error(port)
+    assert heads and heads[0].startswith(b"CONNECT 127.0.0.1:9 ")
+    assert f"connection to proxy http://127.0.0.1:{port} lost" in str(error)
+
+
+async def test_socks_proxy_that_resets_mid_exchange() -> None:
+    async def greet_then_reset(stream: trio.SocketStream) -> None:
+        greeting = await stream.receive_some(64)
+        assert greeting[:1] == b"\x05"  # SOCKS5
+        reset(stream)
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, greet_then_reset, 0,
+                                                 host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        error = await proxy_error(port, proxy=f"socks5://127.0.0.1:{port}")
+        nursery.cancel_scope.cancel()
+    assert f"connection to proxy socks5://127.0.0.1:{port} lost" in str(error)
 
 
 @pytest.mark.parametrize("bad", ["ftp://proxy:21", "http://", "http://proxy:99999",
