@@ -12,7 +12,6 @@ reply (returned, not raised, so one bad reply in a pipeline does not lose the ot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -57,21 +56,12 @@ class ReplyParser:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._reader.feed(data)  # type: ignore[arg-type]  # any buffer, despite the stub
 
-    def replies(self) -> Iterator[Any]:
-        """Every reply the bytes fed so far complete.
+    def next_reply(self) -> Any:
+        """The next complete reply, or ``False`` when more bytes are needed.
 
         Raises:
             ProtocolError: the bytes are not RESP.
         """
-        reader = self._reader
-        while True:
-            reply = reader.gets()
-            if reply is False:
-                return
-            yield reply
-
-    def next_reply(self) -> Any:
-        """The next complete reply, or ``False`` when more bytes are needed."""
         return self._reader.gets()
 
 
