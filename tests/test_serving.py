@@ -153,6 +153,25 @@ async def test_a_unix_listener_never_removes_a_successors_socket(tmp_path: Path)
     assert not path.exists()
 
 
+async def test_a_unix_socket_path_that_cannot_be_bound_leaves_nothing(tmp_path: Path
+                                                                      ) -> None:
+    with pytest.raises(FileNotFoundError):
+        await gws.open_unix_listener(tmp_path / "no-such-folder" / "s.sock")
+    with pytest.raises(OSError):  # longer than a sockaddr_un holds
+        await gws.open_unix_listener(tmp_path / ("x" * 200))
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_unix_listener_whose_file_is_gone_still_closes(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    listener = await gws.open_unix_listener(path)
+    path.unlink()  # removed by hand, or by a cleanup script
+    await listener.aclose()
+    assert not path.exists()
+    with pytest.raises(trio.ClosedResourceError):
+        await listener.accept()
+
+
 async def test_port_zero_gives_every_address_the_same_port() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")  # pragma: no cover
