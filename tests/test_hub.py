@@ -180,3 +180,19 @@ def test_envelope_round_trip() -> None:
     assert (opcode, payload) == (gws.Opcode.BINARY, b"\x00\xff") and published > 0
     assert unseal(b"\x09" + b"\x00" * 8) is None  # not a data opcode
     assert unseal(b"short") is None
+
+
+def test_stream_entries_that_are_not_ours_are_recognised() -> None:
+    """An entry another tool XADDed to a hub's stream: fields in any order are read,
+    one without a numeric sequence number is not ours (skipped, never a crash)."""
+    from trio_gws._hub_streams import _fields, _head, _id
+
+    assert _fields([b"s", b"7", b"m", b"env"]) == (7, b"env")
+    assert _fields([b"m", b"env", b"x", b"1", b"s", b"8"]) == (8, b"env")
+    assert _fields([b"m", b"env"]) is None
+    assert _fields([b"s", b"-1", b"m", b"env"]) is None
+    assert _fields([b"other", b"field"]) is None
+    assert _head([]) is None
+    assert _head([(b"5-1", [b"s", b"3", b"m", b"e"])]) == (b"5-1", 3)
+    assert _head([(b"5-2", [b"foreign", b"entry"])]) == (b"5-2", 0)
+    assert _id(b"1700000000000-3") == (1700000000000, 3) and _id(b"12") == (12, 0)
