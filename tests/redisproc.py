@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,11 +19,13 @@ from realproc import free_port, require, stop, wait_for_port
 class RedisServer:
     """One redis-server process (restartable) bound to 127.0.0.1:``port``."""
 
-    def __init__(self, folder: Path, *, persist: bool = False) -> None:
+    def __init__(self, folder: Path, *, persist: bool = False,
+                 extra: Sequence[str] = ()) -> None:
         self.binary = require("redis-server")
         self.folder = folder
         self.port = free_port()
         self.persist = persist
+        self.extra = list(extra)  # more config, as redis-server's --name value arguments
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -40,7 +42,7 @@ class RedisServer:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             argv += ["--appendonly", "no"]
-        return argv
+        return argv + self.extra
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
@@ -63,8 +65,9 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(folder: Path, *, persist: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(folder, persist=persist)
+def redis_server(folder: Path, *, persist: bool = False,
+                 extra: Sequence[str] = ()) -> Iterator[RedisServer]:
+    server = RedisServer(folder, persist=persist, extra=extra)
     server.start()
     try:
         yield server

@@ -312,6 +312,28 @@ async def test_unreachable_redis_fails_open_hub_clearly(tmp_path: Path) -> None:
                 await hub.publish("t", gws.Opcode.TEXT, "logged in")
 
 
+async def test_a_unix_socket_an_acl_user_and_a_database(tmp_path: Path) -> None:
+    """unix:// with its query (db, user, password), and redis:// with an ACL user in
+    the URL: each logs in as that user (HELLO 3 AUTH for pubsub, AUTH user password
+    for streams), selects the database, and works there."""
+    sock = tmp_path / "redis.sock"
+    acl = ["--unixsocket", str(sock), "--unixsocketperm", "700",
+           "--user", "alice", "on", ">pa55", "~*", "&*", "+@all"]
+    with redis_server(tmp_path, extra=acl) as redis:
+        for mode in MODES:
+            for url in (f"unix://{sock}?db=3&user=alice&password=pa55",
+                        f"redis://alice:pa55@127.0.0.1:{redis.port}/3"):
+                async with gws.open_hub(url, mode) as hub:
+                    await hub.publish("t", gws.Opcode.TEXT, "hi")
+            with pytest.raises(gws.HubError, match="refused AUTH") as refused:
+                async with gws.open_hub(f"unix://{sock}?user=alice&password=wrong", mode):
+                    pass
+            assert "wrong" not in str(refused.value)
+        # the streams hub appended both messages to db 3's stream, none to db 0's
+        assert redis_cli(redis, "-n", "3", "XLEN", "trio-gws:t").strip() == "2"
+        assert redis_cli(redis, "-n", "0", "EXISTS", "trio-gws:t").strip() == "0"
+
+
 def test_missing_extra_names_it() -> None:
     code = ("import sys; sys.modules['hiredis'] = None\n"
             "import trio, trio_gws as gws\n"
