@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -196,3 +197,20 @@ def test_stream_entries_that_are_not_ours_are_recognised() -> None:
     assert _head([(b"5-1", [b"s", b"3", b"m", b"e"])]) == (b"5-1", 3)
     assert _head([(b"5-2", [b"foreign", b"entry"])]) == (b"5-2", 0)
     assert _id(b"1700000000000-3") == (1700000000000, 3) and _id(b"12") == (12, 0)
+
+
+@pytest.mark.parametrize(("bound", "value", "message"), [
+    ("max_lag", 0, "max_lag must be positive"),
+    ("max_lag", -1.0, "max_lag must be positive"),
+    ("max_lag", float("nan"), "max_lag must be positive"),
+    ("maxlen", 0, "maxlen must be at least 1"),
+    ("timeout", 0, "timeout must be positive and finite"),
+    ("timeout", float("inf"), "timeout must be positive and finite"),
+])
+async def test_a_redis_hub_s_bounds_are_checked_before_connecting(
+        bound: str, value: float, message: str) -> None:
+    # Port 1: nothing listens there; the bound is refused before any attempt.
+    with pytest.raises(ValueError, match=message):
+        bounds: dict[str, Any] = {bound: value}
+        async with gws.open_hub("redis://127.0.0.1:1/0", **bounds):
+            pass

@@ -10,6 +10,7 @@ losing nothing across the outage when Redis kept the stream.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -195,6 +196,45 @@ async def test_pubsub_outage_refuses_then_reconnects_and_reports_the_gap(tmp_pat
             assert gaps.calls[0][1] == hub.members("t") and len(gaps.calls[0][1]) == 2
             assert hub.reconnects >= 1
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("on_gap", ["none", "raises"])
+async def test_a_gap_without_a_working_on_gap_is_logged(tmp_path: Path, on_gap: str,
+                                                       caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """No on_gap: the gap is a warning naming the topic and how many members may have
+    missed messages. An on_gap that raises: its traceback is logged, and the hub goes
+    on delivering."""
+    async def broken_on_gap(topic: str, members: frozenset[gws.Conn]) -> None:
+        raise RuntimeError("resync failed")
+
+    caplog.set_level(logging.WARNING, logger="trio_gws.hub")
+    with redis_server(tmp_path) as redis, trio.fail_after(TIMEOUT):
+        async with gws.open_hub(redis.url, "pubsub", backoff=BACKOFF,
+                                on_gap=broken_on_gap if on_gap == "raises" else None
+                                ) as hub, \
+                served(hub) as port, trio.open_nursery() as nursery:
+            a = await join(nursery, f"ws://127.0.0.1:{port}/?topic=t")
+            redis.kill()
+            await trio.sleep(0.3)
+            redis.start()
+            while not hub.gaps.get("t"):
+                try:
+                    await hub.publish("t", gws.Opcode.TEXT, json_data(1))
+                except gws.HubUnavailableError:
+                    pass
+                await trio.sleep(0.01)
+            await hub.publish("t", gws.Opcode.TEXT, json_data(2))
+            await a.recorder.wait_for(lambda: 2 in a.recorder.data())
+            nursery.cancel_scope.cancel()
+    records = [r for r in caplog.records if r.name == "trio_gws.hub"]
+    if on_gap == "none":
+        [warning] = [r for r in records if "may have missed messages" in r.getMessage()]
+        assert warning.levelno == logging.WARNING
+        assert "1 member(s) of 't'" in warning.getMessage()
+    else:
+        [error] = [r for r in records if "on_gap raised" in r.getMessage()]
+        assert error.exc_info is not None and "resync failed" in str(error.exc_info[1])
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["stream-kept", "stream-lost"])
