@@ -196,6 +196,8 @@ def test_stream_entries_that_are_not_ours_are_recognised() -> None:
     assert _head([]) is None
     assert _head([(b"5-1", [b"s", b"3", b"m", b"e"])]) == (b"5-1", 3)
     assert _head([(b"5-2", [b"foreign", b"entry"])]) == (b"5-2", 0)
+    # the newest entry's id, the newest sequence number of ours behind it
+    assert _head([(b"6-0", [b"s", b"x"]), (b"5-1", [b"s", b"3", b"m", b"e"])]) == (b"6-0", 3)
     assert _id(b"1700000000000-3") == (1700000000000, 3) and _id(b"12") == (12, 0)
 
 

@@ -237,6 +237,40 @@ async def test_a_gap_without_a_working_on_gap_is_logged(tmp_path: Path, on_gap: 
         assert error.exc_info is not None and "resync failed" in str(error.exc_info[1])
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_what_another_client_writes_to_a_topic_is_skipped_and_logged(
+        tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A PUBLISH on a hub's channel, or an XADD to its stream, by something else
+    (redis-cli here): members get nothing of it, a warning names the topic, and the
+    hub's own messages keep flowing."""
+    caplog.set_level(logging.WARNING, logger="trio_gws.hub")
+    with redis_server(tmp_path) as redis, trio.fail_after(TIMEOUT):
+        async with gws.open_hub(redis.url, mode, backoff=BACKOFF) as hub, \
+                served(hub) as port, trio.open_nursery() as nursery:
+            a = await join(nursery, f"ws://127.0.0.1:{port}/?topic=t")
+            await hub.publish("t", gws.Opcode.TEXT, json_data(1))
+            await a.recorder.wait_for(lambda: a.recorder.data() == [1])
+            if mode == "pubsub":
+                redis_cli(redis, "PUBLISH", "trio-gws:t", "not an envelope")
+                foreign = 1
+            else:
+                # one without our fields, one whose "s" is not a sequence number (it
+                # once failed every later publish: the script did tonumber(...) + 1)
+                redis_cli(redis, "XADD", "trio-gws:t", "*", "foreign", "entry")
+                redis_cli(redis, "XADD", "trio-gws:t", "*", "s", "soon", "m", "x")
+                foreign = 2
+            # a member joining now starts after the foreign entries, at our sequence
+            b = await join(nursery, f"ws://127.0.0.1:{port}/?topic=t")
+            await hub.publish("t", gws.Opcode.TEXT, json_data(2))
+            await a.recorder.wait_for(lambda: a.recorder.data() == [1, 2])
+            await b.recorder.wait_for(lambda: b.recorder.data() == [2])
+            nursery.cancel_scope.cancel()
+    warnings = [r for r in caplog.records if r.name == "trio_gws.hub"
+                and "no trio-gws hub" in r.getMessage()]
+    assert len(warnings) == foreign and all("'t'" in w.getMessage() for w in warnings)
+    assert hub.gaps == {}  # not a loss: nothing of ours was missed
+
+
 @pytest.mark.parametrize("kept", [True, False], ids=["stream-kept", "stream-lost"])
 async def test_streams_outage_loses_nothing_while_the_stream_is_kept(tmp_path: Path,
                                                                      kept: bool) -> None:

@@ -30,17 +30,36 @@ from ._redis import Pipeline, RedisConnection
 from ._resp import ReplyError
 from ._types import Opcode
 
-#: XADD with the next sequence number (the last entry's ``s`` plus one) and a bound.
+#: How far back past entries that are not ours (another client XADDed them) the
+#: sequence number is looked for; past that many, it starts again at 1 (a gap).
+SCAN_BACK = 64
+
+#: XADD with the next sequence number (the last entry of ours' ``s`` plus one: an
+#: entry without a numeric ``s`` is another client's, never a reason to fail or to
+#: start again) and a bound. The usual case reads one entry.
 XADD_SCRIPT = """
+local function seq_of(entry)
+  local fields = entry[2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 's' and string.match(fields[i + 1], '^%d+$') then
+      return tonumber(fields[i + 1])
+    end
+  end
+  return nil
+end
+local seq = nil
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local seq = 1
 if #last > 0 then
-  local fields = last[1][2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 's' then seq = tonumber(fields[i + 1]) + 1 end
+  seq = seq_of(last[1])
+  if seq == nil then
+    for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[3])) do
+      seq = seq_of(entry)
+      if seq ~= nil then break end
+    end
   end
 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'm', ARGV[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', (seq or 0) + 1,
+                  'm', ARGV[2])
 """
 XADD_SHA = hashlib.sha1(XADD_SCRIPT.encode("utf-8")).hexdigest()
 
@@ -70,12 +89,16 @@ def _fields(fields: list[bytes]) -> tuple[int, bytes] | None:
 
 
 def _head(reply: Any) -> Position | None:
-    """The position of a stream's last entry from XREVRANGE ... COUNT 1."""
+    """The position to read a stream from, given its last entries (XREVRANGE, newest
+    first): the newest entry's id, with the sequence number of the newest entry of
+    ours (0 if none: the next one of ours is then 1, as XADD_SCRIPT numbers it)."""
     if not reply:
         return None
-    entry_id, fields = reply[0]
-    parsed = _fields(fields)
-    return entry_id, parsed[0] if parsed else 0
+    for _, fields in reply:
+        parsed = _fields(fields)
+        if parsed is not None:
+            return reply[0][0], parsed[0]
+    return reply[0][0], 0
 
 
 class StreamsHub(RedisHub):
@@ -90,10 +113,12 @@ class StreamsHub(RedisHub):
     async def _publish(self, topic: str, opcode: Opcode, payload: bytes) -> None:
         envelope = seal(opcode, payload)
         key = self._key(topic)
-        reply = await self._call("EVALSHA", XADD_SHA, 1, key, self._maxlen, envelope)
+        reply = await self._call("EVALSHA", XADD_SHA, 1, key, self._maxlen, envelope,
+                                 SCAN_BACK)
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             # A Redis that has not seen the script yet (or restarted): EVAL loads it.
-            reply = await self._call("EVAL", XADD_SCRIPT, 1, key, self._maxlen, envelope)
+            reply = await self._call("EVAL", XADD_SCRIPT, 1, key, self._maxlen, envelope,
+                                     SCAN_BACK)
         if isinstance(reply, ReplyError):
             raise HubError(f"Redis at {self.address} refused to append to {topic!r}: "
                            f"{reply}")
@@ -109,8 +134,7 @@ class StreamsHub(RedisHub):
         if event is None:
             event = self._ready_events[topic] = trio.Event()
             try:
-                head = _head(await self._command("XREVRANGE", self._key(topic), "+", "-",
-                                                 "COUNT", 1))
+                head = await self._stream_head(topic)
                 if topic in self._members:
                     self._positions[topic] = head or START
                     self._now_live(topic)
@@ -124,6 +148,16 @@ class StreamsHub(RedisHub):
         if topic not in self._live:
             raise HubUnavailableError(f"could not subscribe to {topic!r}: Redis at "
                                       f"{self.address} is unreachable (reconnecting)")
+
+    async def _stream_head(self, topic: str) -> Position | None:
+        """Where a new member starts reading: the stream's end, and the sequence number
+        of its last entry of ours, looked for past other clients' entries as
+        XADD_SCRIPT does (one entry read in the usual case)."""
+        key = self._key(topic)
+        reply = await self._command("XREVRANGE", key, "+", "-", "COUNT", 1)
+        if reply and _fields(reply[0][1]) is None:
+            reply = await self._command("XREVRANGE", key, "+", "-", "COUNT", SCAN_BACK)
+        return _head(reply)
 
     async def _unblock(self) -> None:
         """Make the subscriber's XREAD return now, so it reads the new topic too."""
