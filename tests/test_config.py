@@ -4,6 +4,7 @@ the option, and the edge of each range is accepted."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+import trio_gws as gws
 from trio_gws import Config
 
 from helpers import Recorder, server_conn_pair
@@ -63,6 +65,32 @@ def test_the_edges_of_each_range_are_accepted(option: str, value: Any) -> None:
 def test_a_keepalive_option_says_none_turns_it_off() -> None:
     with pytest.raises(ValueError, match=r"or None for no keepalive\), got -1"):
         Config(ping_interval=-1)
+
+
+BAD_SUBPROTOCOLS = ["chat", ["a b"], ["x\r\nX-Evil: 1"], [""], ["chat", "chat"],
+                    ["\u00e7a"], [b"chat"]]
+
+
+@pytest.mark.parametrize("names", BAD_SUBPROTOCOLS, ids=repr)
+def test_subprotocols_are_distinct_tokens(names: Any) -> None:
+    with pytest.raises(ValueError, match="subprotocols"):
+        Config(subprotocols=names)
+
+
+def test_good_subprotocols_are_accepted() -> None:
+    assert Config(subprotocols=["chat", "v2.json", "graphql-ws"]).subprotocols[1] == "v2.json"
+    assert Config(subprotocols=()).subprotocols == ()
+
+
+@pytest.mark.parametrize("names", BAD_SUBPROTOCOLS, ids=repr)
+async def test_a_client_refuses_bad_subprotocols_before_dialling(names: Any) -> None:
+    """Port 1 on 127.0.0.1: nothing listens, so a dial would be an OSError."""
+    with pytest.raises(ValueError, match="subprotocols"):
+        await gws.connect("ws://127.0.0.1:1/", Recorder(), subprotocols=names)
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ValueError, match="subprotocols"):
+            await nursery.start(functools.partial(
+                gws.connect_forever, "ws://127.0.0.1:1/", Recorder(), subprotocols=names))
 
 
 def test_origins_must_not_be_one_string() -> None:

@@ -29,7 +29,7 @@ from ._handshake import (
     new_key,
     parse_status_line,
 )
-from ._http import Headers, find_head_end, header_items, parse_head
+from ._http import Headers, check_names, find_head_end, header_items, parse_head
 from ._proxy import ProxyURL, environment_proxy, hide_password, parse_proxy_url
 from ._redirect import REDIRECT_STATUSES, headers_for, redirect_url, same_origin
 
@@ -141,7 +141,7 @@ async def connect(
         trio.BrokenResourceError: the TLS handshake of a ``wss://`` URL failed: the
             certificate was refused (``__cause__`` is the ``ssl`` error) or the
             connection broke (``connect_forever`` retries the latter).
-        ValueError: a bad URL, proxy URL or header.
+        ValueError: a bad URL, proxy URL, header or subprotocol name.
         ImportError: a SOCKS proxy without python-socks installed.
     """
     config = config if config is not None else Config()
@@ -150,6 +150,7 @@ async def connect(
     where = parse_url(url)
     forced = _forced_proxy(proxy)
     extra = header_items(headers)
+    check_names(subprotocols, "subprotocols")
     _take_host(extra, where.host_header)  # more than one Host: refused before dialling
     credentials = (where.username, where.password or "") if where.username is not None else None
     offer = client_offer(config)

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
+from ._http import check_names
+
 if TYPE_CHECKING:
     from ._handshake import Request
     from ._response import Accept, Response
@@ -130,3 +132,4 @@ class Config:
                 raise ValueError(f"{name} must be at least 1 (or None for no limit)")
         if isinstance(self.origins, str):
             raise ValueError("origins is a sequence of origins, not one string")
+        check_names(self.subprotocols, "subprotocols")

@@ -98,6 +98,23 @@ def header_items(
     return pairs
 
 
+def check_names(names: Sequence[str], what: str) -> None:
+    """Names that go into a header as a list (subprotocols): a sequence, never one
+    string (whose letters would each become a name), of distinct HTTP tokens
+    (RFC 6455 4.1; a CR or LF among them would split the head)."""
+    if isinstance(names, (str, bytes)):
+        raise ValueError(f"{what} is a sequence of names, not one string: {names!r}")
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(
+                name.encode("latin-1", "replace")):
+            raise ValueError(f"invalid name in {what}: {name!r} (a name is an HTTP "
+                             "token: letters, digits and !#$%&'*+-.^_`|~)")
+        if name in seen:
+            raise ValueError(f"{name!r} appears twice in {what}")
+        seen.add(name)
+
+
 def find_head_end(buf: bytes | bytearray, max_line: int, max_head: int) -> int:
     """Index just past the blank line ending the head, or -1 when more data is needed.
 

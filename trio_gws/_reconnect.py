@@ -36,7 +36,7 @@ from ._config import Config
 from ._conn import Conn
 from ._errors import ConnectionClosedError, HandshakeError, WebSocketTimeoutError
 from ._handler import EventHandler
-from ._http import header_items
+from ._http import check_names, header_items
 from ._proxy import hide_password
 
 
@@ -193,13 +193,15 @@ async def connect_forever(
     on is listed in this module's docstring.
 
     Raises:
-        ValueError: a bad URL, proxy URL or header (before it starts).
+        ValueError: a bad URL, proxy URL, header or subprotocol name (before it
+            starts).
         HandshakeError, ProxyError, trio.BrokenResourceError, ...: the first error
             that retrying cannot fix.
     """
     parse_url(url)
     _forced_proxy(proxy)
     header_items(headers)
+    check_names(subprotocols, "subprotocols")
     config = config if config is not None else Config()
     client = ReconnectingClient(url)
     shown = hide_password(url)
