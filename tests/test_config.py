@@ -99,6 +99,25 @@ def test_origins_must_not_be_one_string() -> None:
     assert Config(origins=["https://example.com", None]).origins is not None
 
 
+@pytest.mark.parametrize("origin", [
+    "https://app.example", "http://127.0.0.1:8000", "http://[::1]:8000",
+    "HTTPS://App.Example", "chrome-extension://abcdefgh", "null", None])
+def test_origins_as_browsers_send_them_are_accepted(origin: str | None) -> None:
+    Config(origins=[origin])
+
+
+@pytest.mark.parametrize("origin", [
+    "https://app.example/", "https://app.example/chat", "app.example",
+    "https://user@app.example", "https://app.example?", "https://app.example#",
+    "https://", "https://app.example:99999", "https://app.example:port",
+    b"https://app.example"])
+def test_an_origin_that_could_never_match_is_refused(origin: Any) -> None:
+    """Browsers send scheme://host[:port] alone: with a path (even '/') an allowed
+    origin would never match, and every browser would get a 403."""
+    with pytest.raises(ValueError, match="origin"):
+        Config(origins=["https://ok.example", origin])
+
+
 def test_replace_checks_again() -> None:
     """Configs are derived with dataclasses.replace: a variant is checked too."""
     with pytest.raises(ValueError, match="close_timeout"):

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-from ._http import check_names
+from ._http import check_names, check_origins
 
 if TYPE_CHECKING:
     from ._handshake import Request
@@ -130,6 +130,6 @@ class Config:
             limit = getattr(self, name)
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for no limit)")
-        if isinstance(self.origins, str):
-            raise ValueError("origins is a sequence of origins, not one string")
+        if self.origins is not None:
+            check_origins(self.origins)
         check_names(self.subprotocols, "subprotocols")

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 from ._errors import HandshakeError
 
@@ -113,6 +114,29 @@ def check_names(names: Sequence[str], what: str) -> None:
         if name in seen:
             raise ValueError(f"{name!r} appears twice in {what}")
         seen.add(name)
+
+
+def check_origins(origins: Sequence[str | None]) -> None:
+    """Allowed origins as browsers send them in ``Origin`` (RFC 6454 6.2):
+    ``scheme://host[:port]``, no path (not even ``/``), query or user; ``"null"``
+    and None (no ``Origin`` header) too. One with a path would never match, and
+    every browser would get a 403 with nothing saying why."""
+    if isinstance(origins, (str, bytes)):
+        raise ValueError("origins is a sequence of origins, not one string")
+    for origin in origins:
+        if origin is None or origin == "null":
+            continue
+        if not isinstance(origin, str):
+            raise ValueError(f"an origin is a str (or None), got {origin!r}")
+        parts = urlsplit(origin)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not one
+        except ValueError:
+            raise ValueError(f"origins: {origin!r} has a bad port") from None
+        if (not parts.scheme or not parts.hostname or "@" in parts.netloc
+                or origin.lower() != f"{parts.scheme}://{parts.netloc}".lower()):
+            raise ValueError(f"origins: {origin!r} is not an origin as browsers send "
+                             "it: scheme://host[:port], with no path (not even '/')")
 
 
 def find_head_end(buf: bytes | bytearray, max_line: int, max_head: int) -> int:
