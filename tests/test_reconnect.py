@@ -308,10 +308,18 @@ def test_full_jitter() -> None:
     assert all(0 <= d < 8 for d in delays) and len(set(delays)) > 100
 
 
-@pytest.mark.parametrize("kw", [dict(initial=0), dict(initial=2, maximum=1), dict(factor=0.5),
-                                dict(stable_after=-1), dict(max_retry_after=-1)])
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("kw", [
+    dict(initial=0), dict(initial=2, maximum=1), dict(factor=0.5),
+    dict(stable_after=-1), dict(max_retry_after=-1),
+    # NaN and infinity: a wait of either parks the client for good, or fails later
+    dict(initial=NAN), dict(maximum=NAN), dict(maximum=INF), dict(initial=INF, maximum=INF),
+    dict(factor=NAN), dict(factor=INF), dict(stable_after=NAN), dict(stable_after=INF),
+    dict(max_retry_after=NAN), dict(max_retry_after=INF)])
 def test_bad_backoff(kw: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Backoff"):
         Backoff(**kw)
 
 

@@ -56,12 +56,15 @@ class Backoff:
     jitter: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.maximum:
-            raise ValueError("Backoff needs 0 < initial <= maximum")
-        if self.factor < 1:
-            raise ValueError("Backoff.factor must be at least 1")
-        if self.stable_after < 0 or self.max_retry_after < 0:
-            raise ValueError("Backoff.stable_after and max_retry_after must not be negative")
+        # Written so that NaN fails each test, and every bound is finite: an infinite
+        # or NaN wait would park the client for good (or fail trio.sleep later).
+        if not 0 < self.initial <= self.maximum < math.inf:
+            raise ValueError("Backoff needs 0 < initial <= maximum, both finite")
+        if not 1 <= self.factor < math.inf:
+            raise ValueError("Backoff.factor must be at least 1, and finite")
+        for name in ("stable_after", "max_retry_after"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"Backoff.{name} must be finite and not negative")
 
     def ceiling(self, attempt: int) -> float:
         """The longest wait before retry number ``attempt`` (0 for the first)."""
