@@ -298,7 +298,7 @@ def main() -> int:
                        f"{m['server_cpu_s'] * 1024 / mib:.2f} s | "
                        f"{m['server_growth_kib'] / 1024:.1f} MiB | "
                        f"{m['client_growth_kib'] / 1024:.1f} MiB |")
-        s, w = med["streamed"], med["whole"]
+        s = med["streamed"]
         # The median of the same-round ratios: each round's pair ran back to back, so a
         # neighbour's burst on this shared machine hits both sides of one ratio.
         ratios = sorted(a["mib_per_s"] / b["mib_per_s"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -341,6 +342,12 @@ def make_conn(
                 is_server=is_server, request=Request("GET", "/", Headers()),
                 extension=extension if extension is not None else deflate)
     return conn, Peer(theirs, client=is_server), recording
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
 
 
 def socket_conn_pair(handler: EventHandler, config: Config | None = None) -> tuple[Conn, Peer]:

@@ -5,8 +5,6 @@ and bad proxy URLs."""
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,7 +16,7 @@ import trio_gws as gws
 from trio_gws import Config
 
 import realproc
-from helpers import Recorder
+from helpers import Recorder, reset
 
 TIMEOUT = 20
 PROXY_VARIABLES = ("ws_proxy", "WS_PROXY", "wss_proxy", "WSS_PROXY", "http_proxy",
@@ -210,12 +208,6 @@ async def test_unreachable_socks_proxy() -> None:
     error = await proxy_error(port, proxy=f"socks5://127.0.0.1:{port}")
     assert error.status == 0
     assert f"cannot reach proxy socks5://127.0.0.1:{port}" in str(error)
-
-
-def reset(stream: trio.SocketStream) -> None:
-    """Close with a reset (RST), not a FIN: linger on, with a timeout of 0."""
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    stream.socket.close()
 
 
 async def test_http_proxy_that_resets_mid_exchange() -> None:

@@ -4,7 +4,6 @@ trio.SocketStream raises, on real sockets."""
 from __future__ import annotations
 
 import socket
-import struct
 
 import pytest
 import trio
@@ -17,6 +16,8 @@ from trio_gws._transport import (
     stream_addresses,
     translate_socket_error,
 )
+
+from helpers import reset
 
 
 def stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -34,12 +35,6 @@ async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     await listener.aclose()
     assert isinstance(server, trio.SocketStream)
     return client, server
-
-
-def reset(stream: trio.SocketStream) -> None:
-    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    stream.socket.close()
 
 
 async def outcome(call: object) -> type[BaseException] | None:

@@ -113,12 +113,11 @@ class StreamsHub(RedisHub):
     async def _publish(self, topic: str, opcode: Opcode, payload: bytes) -> None:
         envelope = seal(opcode, payload)
         key = self._key(topic)
-        reply = await self._call("EVALSHA", XADD_SHA, 1, key, self._maxlen, envelope,
-                                 SCAN_BACK)
+        args = (1, key, self._maxlen, envelope, SCAN_BACK)
+        reply = await self._call("EVALSHA", XADD_SHA, *args)
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             # A Redis that has not seen the script yet (or restarted): EVAL loads it.
-            reply = await self._call("EVAL", XADD_SCRIPT, 1, key, self._maxlen, envelope,
-                                     SCAN_BACK)
+            reply = await self._call("EVAL", XADD_SCRIPT, *args)
         if isinstance(reply, ReplyError):
             raise HubError(f"Redis at {self.address} refused to append to {topic!r}: "
                            f"{reply}")
